@@ -1,0 +1,96 @@
+"""The async engine and its pool: options that fit the driver, and the pool's state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool, Pool, QueuePool, StaticPool
+
+from .settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    size: int
+    checked_in: int
+    checked_out: int
+    overflow: int
+
+
+def is_in_memory_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    )
+
+
+def engine_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `create_async_engine`, limited to what the chosen pool accepts."""
+    options: dict[str, Any] = {"echo": settings.db_echo, "pool_pre_ping": settings.db_pool_pre_ping}
+    if settings.db_pool_mode == "null":
+        options["poolclass"] = NullPool
+    elif is_in_memory_sqlite(settings.url):
+        # Each new connection would be a new, empty database: share one. StaticPool takes no sizing.
+        options["poolclass"] = StaticPool
+    else:
+        options.update(
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
+            pool_recycle=settings.db_pool_recycle,
+        )
+    return options
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    engine = create_async_engine(settings.url, **engine_options(settings))
+    CheckoutCounter.attach(engine)
+    return engine
+
+
+class CheckoutCounter:
+    """Counts lent connections for pools that do not track them (NullPool, StaticPool)."""
+
+    _by_pool: WeakKeyDictionary[Pool, CheckoutCounter] = WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.checked_out = 0
+
+    @classmethod
+    def attach(cls, engine: AsyncEngine) -> CheckoutCounter:
+        counter = cls()
+        pool = engine.sync_engine.pool
+        event.listen(pool, "checkout", counter._on_checkout)
+        event.listen(pool, "checkin", counter._on_checkin)
+        cls._by_pool[pool] = counter
+        return counter
+
+    @classmethod
+    def of(cls, pool: Pool) -> CheckoutCounter:
+        return cls._by_pool[pool]
+
+    def _on_checkout(self, *_: object) -> None:
+        self.checked_out += 1
+
+    def _on_checkin(self, *_: object) -> None:
+        self.checked_out -= 1
+
+
+def pool_status(engine: AsyncEngine) -> PoolStatus:
+    pool = engine.sync_engine.pool
+    if isinstance(pool, QueuePool):
+        return PoolStatus(
+            size=pool.size(),
+            checked_in=pool.checkedin(),
+            checked_out=pool.checkedout(),
+            overflow=max(pool.overflow(), 0),
+        )
+    checked_out = CheckoutCounter.of(pool).checked_out
+    size = 1 if isinstance(pool, StaticPool) else 0
+    return PoolStatus(
+        size=size, checked_in=max(size - checked_out, 0), checked_out=checked_out, overflow=0
+    )

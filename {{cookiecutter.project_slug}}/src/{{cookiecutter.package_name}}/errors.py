@@ -1,0 +1,46 @@
+"""Turn database unavailability into an honest 503 instead of a generic 500."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+logger = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = 1
+
+
+def service_unavailable(detail: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": detail},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+async def pool_timeout_handler(request: Request, error: Exception) -> JSONResponse:
+    logger.warning("no database connection free for %s %s", request.method, request.url.path)
+    return service_unavailable("the database is busy; retry shortly")
+
+
+async def database_error_handler(request: Request, error: Exception) -> JSONResponse:
+    if isinstance(error, DBAPIError) and (
+        error.connection_invalidated or isinstance(error, (OperationalError, InterfaceError))
+    ):
+        logger.warning("database unavailable for %s %s: %s", request.method, request.url.path, type(error.orig).__name__)
+        return service_unavailable("the database is unavailable; retry shortly")
+    raise error
+
+
+async def connection_refused_handler(request: Request, error: Exception) -> JSONResponse:
+    logger.warning("cannot reach the database for %s %s: %s", request.method, request.url.path, type(error).__name__)
+    return service_unavailable("the database is unavailable; retry shortly")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(PoolTimeoutError, pool_timeout_handler)
+    app.add_exception_handler(DBAPIError, database_error_handler)
+    app.add_exception_handler(OSError, connection_refused_handler)

@@ -1,0 +1,74 @@
+"""Service configuration: one source of truth, read from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_DATABASE_URL = "{{ cookiecutter.__default_database_url }}"
+URL_EXAMPLE = "postgresql+asyncpg://user:password@127.0.0.1:5432/app or sqlite+aiosqlite:///./app.db"
+# Plain scheme names map to the async driver the service ships with.
+ASYNC_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Every field is read from the upper-case environment variable of the same name."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    db_pool_size: int = Field(default={{ cookiecutter.pool_size }}, ge=1)
+    db_max_overflow: int = Field(default={{ cookiecutter.max_overflow }}, ge=0)
+    db_pool_timeout: float = Field(default={{ cookiecutter.pool_timeout }}, gt=0, allow_inf_nan=False)
+    db_pool_recycle: int = Field(default=1800, ge=-1)
+    db_pool_pre_ping: bool = True
+    db_echo: bool = False
+    db_pool_mode: Literal["queue", "null"] = "queue"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: LogLevel = "info"
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _use_async_driver(cls, value: SecretStr) -> SecretStr:
+        try:
+            url = make_url(value.get_secret_value())
+        except ArgumentError:
+            raise ValueError(f"is not a database URL; expected e.g. {URL_EXAMPLE}") from None
+        driver = ASYNC_DRIVERS.get(url.drivername)
+        if driver is None:
+            supported = ", ".join(sorted(set(ASYNC_DRIVERS.values())))
+            raise ValueError(f"uses unsupported driver {url.drivername!r}; supported: {supported}")
+        return SecretStr(url.set(drivername=driver).render_as_string(hide_password=False))
+
+    @field_validator("log_level", "db_pool_mode", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def url(self) -> URL:
+        """The database URL; its `repr` and `str` hide the password."""
+        return make_url(self.database_url.get_secret_value())
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per bad variable, naming it; values are left out so no secret is echoed."""
+    lines = ["Invalid configuration:"]
+    for detail in error.errors(include_url=False, include_input=False):
+        variable = str(detail["loc"][0]).upper() if detail["loc"] else "settings"
+        message = detail["msg"].removeprefix("Value error, ")
+        lines.append(f"  {variable}: {message}")
+    return "\n".join(lines)

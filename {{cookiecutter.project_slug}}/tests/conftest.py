@@ -1,0 +1,95 @@
+"""Fixtures that run the real application: real settings, real lifespan, real pool."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import delete
+
+from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.database import PoolStatus, pool_status
+from {{ cookiecutter.package_name }}.models import Item
+from {{ cookiecutter.package_name }}.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The database this project targets; TEST_DATABASE_URL always wins.
+PROJECT_DATABASE = "{{ cookiecutter.database }}"
+POSTGRES_EXAMPLE = "postgresql+asyncpg://app:secret@127.0.0.1:5432/app_test"
+
+
+def postgres_required() -> bool:
+    return os.environ.get("REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        if postgres_required() and not url.startswith("postgresql"):
+            pytest.fail(f"REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not PostgreSQL: {url!r}")
+        return url
+    reason = f"PostgreSQL tests need TEST_DATABASE_URL, e.g. {POSTGRES_EXAMPLE}"
+    if postgres_required():
+        pytest.fail(f"{reason} (REQUIRE_POSTGRES=1 makes this a failure)")
+    if PROJECT_DATABASE == "postgresql":
+        pytest.skip(reason)
+    return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+
+def alembic_config() -> Config:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["configure_logger"] = False
+    return config
+
+
+@pytest.fixture(scope="session")
+def migrated_database(database_url: str) -> Iterator[str]:
+    """The test database, migrated to head through Alembic once per session."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATABASE_URL", database_url)
+        command.upgrade(alembic_config(), "head")
+    yield database_url
+
+
+@pytest.fixture
+def settings(migrated_database: str) -> Settings:
+    """Small pool and short timeout, so pool behaviour shows quickly."""
+    return Settings(
+        database_url=migrated_database,
+        db_pool_size=2,
+        db_max_overflow=0,
+        db_pool_timeout=2,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def running_app(app: FastAPI) -> AsyncIterator[FastAPI]:
+    """The application with its lifespan started (engine created) and an empty items table."""
+    async with LifespanManager(app):
+        async with app.state.engine.begin() as connection:
+            await connection.execute(delete(Item))
+        yield app
+
+
+@pytest.fixture
+async def client(running_app: FastAPI) -> AsyncIterator[AsyncClient]:
+    transport = ASGITransport(app=running_app, raise_app_exceptions=False)
+    async with AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+def pool_of(app: FastAPI) -> PoolStatus:
+    return pool_status(app.state.engine)

@@ -1,0 +1,125 @@
+"""The connection dependency gives every connection back: on success, error and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import pytest
+from fastapi import APIRouter, FastAPI, HTTPException
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import insert
+from starlette.types import Message, Receive, Scope, Send
+
+from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.dependencies import Connection
+from {{ cookiecutter.package_name }}.models import Item
+from {{ cookiecutter.package_name }}.settings import Settings
+
+from .conftest import pool_of
+
+probes = APIRouter(prefix="/probe")
+holding = asyncio.Event()
+
+
+@probes.post("/write-then-fail/{how}")
+async def write_then_fail(how: str, connection: Connection) -> None:
+    await connection.execute(insert(Item).values(name="doomed"))
+    if how == "http":
+        raise HTTPException(409, detail="conflict after a write")
+    raise RuntimeError("handler crashed after a write")
+
+
+@probes.get("/hold")
+async def hold(connection: Connection) -> None:
+    await connection.execute(insert(Item).values(name="held"))  # an open transaction to undo
+    holding.set()
+    await asyncio.sleep(60)
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    """The real application plus probe routes that use the real dependency."""
+    app = create_app(settings)
+    app.include_router(probes)
+    return app
+
+
+async def names(client: AsyncClient) -> list[str]:
+    return [item["name"] for item in (await client.get("/items", params={"limit": 100})).json()]
+
+
+async def test_connection_returns_to_pool_after_success(client: AsyncClient, running_app: FastAPI) -> None:
+    assert (await client.post("/items", json={"name": "kept"})).status_code == 201
+    assert (await client.get("/items")).status_code == 200
+
+    assert pool_of(running_app).checked_out == 0
+
+
+async def test_connection_returns_to_pool_when_handler_raises_http_exception(
+    client: AsyncClient, running_app: FastAPI
+) -> None:
+    assert (await client.get("/items/999999")).status_code == 404
+
+    assert pool_of(running_app).checked_out == 0
+
+
+async def test_connection_returns_to_pool_when_handler_crashes(client: AsyncClient, running_app: FastAPI) -> None:
+    assert (await client.post("/probe/write-then-fail/crash")).status_code == 500
+
+    assert pool_of(running_app).checked_out == 0
+
+
+@pytest.mark.parametrize(("how", "status"), [("http", 409), ("crash", 500)])
+async def test_failed_request_rolls_back_its_writes(client: AsyncClient, how: str, status: int) -> None:
+    assert (await client.post(f"/probe/write-then-fail/{how}")).status_code == status
+
+    assert "doomed" not in await names(client)
+
+
+async def test_many_more_requests_than_connections_all_succeed(client: AsyncClient, running_app: FastAPI) -> None:
+    """Pool 2 + 0 overflow: a single leaked connection would turn later requests into 503s."""
+    statuses = [(await client.get("/items/1")).status_code for _ in range(10)]
+    statuses += [(await client.post("/probe/write-then-fail/http")).status_code for _ in range(10)]
+    statuses += [
+        response.status_code
+        for response in await asyncio.gather(*(client.get("/items") for _ in range(20)))
+    ]
+
+    assert statuses == [404] * 10 + [409] * 10 + [200] * 20
+    assert pool_of(running_app).checked_out == 0
+
+
+async def test_connection_is_back_in_pool_before_response_is_sent(running_app: FastAPI) -> None:
+    checked_out_while_sending: list[int] = []
+
+    async def watch_sending(scope: Scope, receive: Receive, send: Send) -> None:
+        async def spy(message: Message) -> None:
+            if message["type"].startswith("http.response"):
+                checked_out_while_sending.append(pool_of(running_app).checked_out)
+            await send(message)
+
+        await running_app(scope, receive, spy)
+
+    async with AsyncClient(transport=ASGITransport(app=watch_sending), base_url="http://test") as client:
+        response = await client.post("/items", json={"name": "sent after release"})
+
+    assert response.status_code == 201
+    assert checked_out_while_sending and set(checked_out_while_sending) == {0}
+
+
+async def test_connection_returns_to_pool_when_request_is_cancelled(
+    client: AsyncClient, running_app: FastAPI
+) -> None:
+    """Cancelled the way Starlette cancels a disconnected client: by a cancel scope that stays
+    cancelled, so any unshielded await in the clean-up is cancelled too."""
+    holding.clear()
+    async with anyio.create_task_group() as requests:
+        requests.start_soon(client.get, "/probe/hold")
+        with anyio.fail_after(5):
+            await holding.wait()
+        assert pool_of(running_app).checked_out == 1
+        requests.cancel_scope.cancel()
+
+    assert pool_of(running_app).checked_out == 0
+    assert "held" not in await names(client)

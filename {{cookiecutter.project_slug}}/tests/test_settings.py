@@ -1,0 +1,123 @@
+"""Settings come from the environment, are validated, and never show the password."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from {{ cookiecutter.package_name }}.settings import Settings, describe_validation_error
+
+VARIABLES = (
+    "DATABASE_URL",
+    "DB_POOL_SIZE",
+    "DB_MAX_OVERFLOW",
+    "DB_POOL_TIMEOUT",
+    "DB_POOL_RECYCLE",
+    "DB_POOL_PRE_PING",
+    "DB_ECHO",
+    "DB_POOL_MODE",
+    "HOST",
+    "PORT",
+    "LOG_LEVEL",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+
+
+def test_defaults_are_the_template_answers() -> None:
+    settings = Settings(_env_file=None)
+
+    assert settings.db_pool_size == {{ cookiecutter.pool_size }}
+    assert settings.db_max_overflow == {{ cookiecutter.max_overflow }}
+    assert settings.db_pool_timeout == {{ cookiecutter.pool_timeout }}
+    assert settings.db_pool_mode == "queue"
+    assert settings.url.get_backend_name() == "{{ cookiecutter.database }}"
+    assert (settings.host, settings.port, settings.log_level) == ("127.0.0.1", 8000, "info")
+
+
+def test_every_variable_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {
+        "DATABASE_URL": "postgresql+asyncpg://svc:pw@db.internal:6432/prod",
+        "DB_POOL_SIZE": "11",
+        "DB_MAX_OVERFLOW": "0",
+        "DB_POOL_TIMEOUT": "2.5",
+        "DB_POOL_RECYCLE": "-1",
+        "DB_POOL_PRE_PING": "false",
+        "DB_ECHO": "true",
+        "DB_POOL_MODE": "NULL",
+        "HOST": "0.0.0.0",  # noqa: S104
+        "PORT": "9000",
+        "LOG_LEVEL": "WARNING",
+    }
+    for variable, value in values.items():
+        monkeypatch.setenv(variable, value)
+
+    settings = Settings(_env_file=None)
+
+    assert settings.url.host == "db.internal"
+    assert (settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout) == (11, 0, 2.5)
+    assert (settings.db_pool_recycle, settings.db_pool_pre_ping, settings.db_echo) == (-1, False, True)
+    assert (settings.db_pool_mode, settings.host, settings.port, settings.log_level) == (
+        "null",
+        "0.0.0.0",  # noqa: S104
+        9000,
+        "warning",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://u:p@localhost/app", "postgresql+asyncpg"),
+        ("postgres://u:p@localhost/app", "postgresql+asyncpg"),
+        ("sqlite:///./app.db", "sqlite+aiosqlite"),
+    ],
+)
+def test_plain_urls_get_the_async_driver(url: str, driver: str) -> None:
+    assert Settings(_env_file=None, database_url=url).url.drivername == driver
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DB_POOL_SIZE", "abc"),
+        ("DB_POOL_SIZE", "0"),
+        ("DB_MAX_OVERFLOW", "-1"),
+        ("DB_POOL_TIMEOUT", "-5"),
+        ("DB_POOL_TIMEOUT", "nan"),
+        ("DB_POOL_RECYCLE", "-2"),
+        ("DB_POOL_PRE_PING", "maybe"),
+        ("DB_POOL_MODE", "sometimes"),
+        ("DATABASE_URL", "not a url"),
+        ("DATABASE_URL", "mysql+pymysql://u:p@localhost/app"),
+        ("PORT", "70000"),
+        ("LOG_LEVEL", "loud"),
+    ],
+)
+def test_bad_value_is_reported_by_variable_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)
+
+    message = describe_validation_error(caught.value)
+    assert message.splitlines()[1].startswith(f"  {variable}: ")
+
+
+def test_password_is_hidden_in_reprs_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://svc:hunter2-secret@db/app")
+    settings = Settings(_env_file=None)
+
+    assert "hunter2-secret" not in repr(settings)
+    assert "hunter2-secret" not in str(settings.url)
+
+    monkeypatch.setenv("DATABASE_URL", "mysql://svc:hunter2-secret@db/app")
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)
+    assert "hunter2-secret" not in describe_validation_error(caught.value)
