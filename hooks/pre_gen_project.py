@@ -102,7 +102,9 @@ def validate_pool_timeout(value: str) -> None:
 
 def validate_single_line(answer: str, value: str) -> None:
     if CONTROL_CHARACTERS.search(value):
-        raise AnswerError(answer, value, "must be one line without control characters", "My Service")
+        raise AnswerError(
+            answer, value, "must be one line without control characters", "My Service"
+        )
     if not value.strip():
         raise AnswerError(answer, value, "must not be empty", "My Service")
 

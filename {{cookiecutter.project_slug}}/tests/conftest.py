@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -51,12 +51,12 @@ def alembic_config() -> Config:
 
 
 @pytest.fixture(scope="session")
-def migrated_database(database_url: str) -> Iterator[str]:
+def migrated_database(database_url: str) -> str:
     """The test database, migrated to head through Alembic once per session."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DATABASE_URL", database_url)
         command.upgrade(alembic_config(), "head")
-    yield database_url
+    return database_url
 
 
 @pytest.fixture

@@ -49,7 +49,9 @@ async def names(client: AsyncClient) -> list[str]:
     return [item["name"] for item in (await client.get("/items", params={"limit": 100})).json()]
 
 
-async def test_connection_returns_to_pool_after_success(client: AsyncClient, running_app: FastAPI) -> None:
+async def test_connection_returns_to_pool_after_success(
+    client: AsyncClient, running_app: FastAPI
+) -> None:
     assert (await client.post("/items", json={"name": "kept"})).status_code == 201
     assert (await client.get("/items")).status_code == 200
 
@@ -64,20 +66,26 @@ async def test_connection_returns_to_pool_when_handler_raises_http_exception(
     assert pool_of(running_app).checked_out == 0
 
 
-async def test_connection_returns_to_pool_when_handler_crashes(client: AsyncClient, running_app: FastAPI) -> None:
+async def test_connection_returns_to_pool_when_handler_crashes(
+    client: AsyncClient, running_app: FastAPI
+) -> None:
     assert (await client.post("/probe/write-then-fail/crash")).status_code == 500
 
     assert pool_of(running_app).checked_out == 0
 
 
 @pytest.mark.parametrize(("how", "status"), [("http", 409), ("crash", 500)])
-async def test_failed_request_rolls_back_its_writes(client: AsyncClient, how: str, status: int) -> None:
+async def test_failed_request_rolls_back_its_writes(
+    client: AsyncClient, how: str, status: int
+) -> None:
     assert (await client.post(f"/probe/write-then-fail/{how}")).status_code == status
 
     assert "doomed" not in await names(client)
 
 
-async def test_many_more_requests_than_connections_all_succeed(client: AsyncClient, running_app: FastAPI) -> None:
+async def test_many_more_requests_than_connections_all_succeed(
+    client: AsyncClient, running_app: FastAPI
+) -> None:
     """Pool 2 + 0 overflow: a single leaked connection would turn later requests into 503s."""
     statuses = [(await client.get("/items/1")).status_code for _ in range(10)]
     statuses += [(await client.post("/probe/write-then-fail/http")).status_code for _ in range(10)]
@@ -101,11 +109,14 @@ async def test_connection_is_back_in_pool_before_response_is_sent(running_app: F
 
         await running_app(scope, receive, spy)
 
-    async with AsyncClient(transport=ASGITransport(app=watch_sending), base_url="http://test") as client:
+    async with AsyncClient(
+        transport=ASGITransport(app=watch_sending), base_url="http://test"
+    ) as client:
         response = await client.post("/items", json={"name": "sent after release"})
 
     assert response.status_code == 201
-    assert checked_out_while_sending and set(checked_out_while_sending) == {0}
+    assert checked_out_while_sending, "the response was never sent"
+    assert set(checked_out_while_sending) == {0}
 
 
 async def test_connection_returns_to_pool_when_request_is_cancelled(

@@ -41,11 +41,14 @@ async def test_ready_reports_database_and_pool(client: AsyncClient) -> None:
 async def test_unreachable_database_gives_503_not_500(settings: Settings) -> None:
     app = create_app(unreachable(settings))
 
-    async with LifespanManager(app):
-        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
-            ready = await client.get("/health/ready")
-            items = await client.get("/items")
-            live = await client.get("/health/live")
+    transport = ASGITransport(app=app)
+    async with (
+        LifespanManager(app),
+        AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        ready = await client.get("/health/ready")
+        items = await client.get("/items")
+        live = await client.get("/health/live")
 
     assert ready.status_code == 503
     assert ready.json()["database"] == "unreachable"

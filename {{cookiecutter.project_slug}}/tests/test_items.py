@@ -6,7 +6,9 @@ import pytest
 from httpx import AsyncClient
 
 
-async def create(client: AsyncClient, name: str, description: str | None = None) -> dict[str, object]:
+async def create(
+    client: AsyncClient, name: str, description: str | None = None
+) -> dict[str, object]:
     response = await client.post("/items", json={"name": name, "description": description})
     assert response.status_code == 201, response.text
     body: dict[str, object] = response.json()
@@ -32,11 +34,11 @@ async def test_description_is_optional(client: AsyncClient) -> None:
 
 async def test_text_is_stored_as_text_not_sql(client: AsyncClient) -> None:
     hostile = "x'); DROP TABLE items; --"
-    item = await create(client, hostile, "ünïcødé ✓ \"quoted\"")
+    item = await create(client, hostile, 'ünïcødé ✓ "quoted"')
 
     fetched = (await client.get(f"/items/{item['id']}")).json()
     assert fetched["name"] == hostile
-    assert fetched["description"] == "ünïcødé ✓ \"quoted\""
+    assert fetched["description"] == 'ünïcødé ✓ "quoted"'
     assert (await client.get("/items")).status_code == 200
 
 
@@ -100,7 +102,15 @@ async def test_invalid_item_id_is_422(client: AsyncClient, item_id: str) -> None
         {"name": "ok", "description": "d" * 2001},
         {"name": "ok", "unknown": 1},
     ],
-    ids=["missing-name", "empty-name", "null-name", "long-name", "nul-byte", "long-description", "unknown-field"],
+    ids=[
+        "missing-name",
+        "empty-name",
+        "null-name",
+        "long-name",
+        "nul-byte",
+        "long-description",
+        "unknown-field",
+    ],
 )
 async def test_invalid_body_is_422(client: AsyncClient, body: dict[str, object]) -> None:
     assert (await client.post("/items", json=body)).status_code == 422

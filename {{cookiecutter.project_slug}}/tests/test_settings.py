@@ -49,7 +49,7 @@ def test_every_variable_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
         "DB_POOL_PRE_PING": "false",
         "DB_ECHO": "true",
         "DB_POOL_MODE": "NULL",
-        "HOST": "0.0.0.0",  # noqa: S104
+        "HOST": "0.0.0.0",
         "PORT": "9000",
         "LOG_LEVEL": "WARNING",
     }
@@ -59,11 +59,13 @@ def test_every_variable_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
     settings = Settings(_env_file=None)
 
     assert settings.url.host == "db.internal"
-    assert (settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout) == (11, 0, 2.5)
-    assert (settings.db_pool_recycle, settings.db_pool_pre_ping, settings.db_echo) == (-1, False, True)
+    assert (settings.db_pool_size, settings.db_max_overflow) == (11, 0)
+    assert settings.db_pool_timeout == 2.5
+    assert settings.db_pool_recycle == -1
+    assert (settings.db_pool_pre_ping, settings.db_echo) == (False, True)
     assert (settings.db_pool_mode, settings.host, settings.port, settings.log_level) == (
         "null",
-        "0.0.0.0",  # noqa: S104
+        "0.0.0.0",
         9000,
         "warning",
     )

@@ -24,7 +24,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.engine.dispose()
 
-    app = FastAPI(title={{ cookiecutter.project_name | quoted }}, summary={{ cookiecutter.description | quoted }}, lifespan=lifespan)
+    app = FastAPI(
+        title={{ cookiecutter.project_name | python_string }},
+        summary={{ cookiecutter.description | python_string }},
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.include_router(health.router)
     app.include_router(items.router)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
@@ -55,7 +55,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
 class CheckoutCounter:
     """Counts lent connections for pools that do not track them (NullPool, StaticPool)."""
 
-    _by_pool: WeakKeyDictionary[Pool, CheckoutCounter] = WeakKeyDictionary()
+    _by_pool: ClassVar[WeakKeyDictionary[Pool, CheckoutCounter]] = WeakKeyDictionary()
 
     def __init__(self) -> None:
         self.checked_out = 0

@@ -30,13 +30,23 @@ async def database_error_handler(request: Request, error: Exception) -> JSONResp
     if isinstance(error, DBAPIError) and (
         error.connection_invalidated or isinstance(error, (OperationalError, InterfaceError))
     ):
-        logger.warning("database unavailable for %s %s: %s", request.method, request.url.path, type(error.orig).__name__)
+        logger.warning(
+            "database unavailable for %s %s: %s",
+            request.method,
+            request.url.path,
+            type(error.orig).__name__,
+        )
         return service_unavailable("the database is unavailable; retry shortly")
     raise error
 
 
 async def connection_refused_handler(request: Request, error: Exception) -> JSONResponse:
-    logger.warning("cannot reach the database for %s %s: %s", request.method, request.url.path, type(error).__name__)
+    logger.warning(
+        "cannot reach the database for %s %s: %s",
+        request.method,
+        request.url.path,
+        type(error).__name__,
+    )
     return service_unavailable("the database is unavailable; retry shortly")
 
 

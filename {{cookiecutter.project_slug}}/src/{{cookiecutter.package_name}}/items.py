@@ -23,7 +23,9 @@ def _without_nul(value: str | None) -> str | None:
 class ItemCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH), AfterValidator(_without_nul)]
+    name: Annotated[
+        str, Field(min_length=1, max_length=NAME_MAX_LENGTH), AfterValidator(_without_nul)
+    ]
     description: Annotated[
         str | None, Field(max_length=DESCRIPTION_MAX_LENGTH), AfterValidator(_without_nul)
     ] = None

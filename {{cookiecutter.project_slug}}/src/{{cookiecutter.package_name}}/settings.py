@@ -10,7 +10,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "{{ cookiecutter.__default_database_url }}"
-URL_EXAMPLE = "postgresql+asyncpg://user:password@127.0.0.1:5432/app or sqlite+aiosqlite:///./app.db"
+URL_EXAMPLE = "postgresql+asyncpg://user:password@db:5432/app or sqlite+aiosqlite:///./app.db"
 # Plain scheme names map to the async driver the service ships with.
 ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",

@@ -1,0 +1,133 @@
+"""Template test set-up: the answer-list guard, one venv for every bake, PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE_ANSWERS: dict[str, Any] = json.loads((ROOT / "cookiecutter.json").read_text())
+BAKE_VENVS = Path(os.environ.get("BAKE_VENVS", ROOT / ".cache" / "bake-venvs"))
+
+
+def check_answer_names(answers: dict[str, str]) -> None:
+    """cookiecutter silently ignores unknown extra_context keys: a typo would test the defaults."""
+    unknown = set(answers) - {name for name in TEMPLATE_ANSWERS if not name.startswith("_")}
+    assert not unknown, f"not template answers: {sorted(unknown)}"
+
+
+def variant_id(answers: dict[str, str]) -> str:
+    return "-".join(f"{name}:{value}" for name, value in answers.items()) or "defaults"
+
+
+def postgres_url() -> str | None:
+    return os.environ.get("TEST_DATABASE_URL")
+
+
+def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter for `version`: on PATH, or installed by pyenv."""
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(
+        str(path) for path in Path.home().glob(f".pyenv/versions/{version}*/bin/python{version}")
+    )
+    for candidate in filter(None, candidates):
+        if run([candidate, "-c", "import sys; print(sys.version)"]).returncode == 0:
+            return candidate
+    return None
+
+
+class BakeEnvironment:
+    """A virtual environment shared by every bake for one Python version: the first bake brings
+    the dependencies (the same for every variant), each later one installs only itself."""
+
+    def __init__(self, path: Path, interpreter: str) -> None:
+        self.path = path
+        self.python = path / "bin" / "python"
+        self.bin = path / "bin"
+        self.interpreter = interpreter
+        self.has_dependencies = False
+
+    def create(self) -> None:
+        if not self.python.exists():
+            result = run([self.interpreter, "-m", "venv", str(self.path)])
+            assert result.returncode == 0, result.stderr
+        self.pip("install", "--quiet", "hatchling>=1.27")
+
+    def pip(self, *arguments: str) -> None:
+        result = run([str(self.python), "-m", "pip", "--disable-pip-version-check", *arguments])
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def install(self, project: Path) -> None:
+        if not self.has_dependencies:
+            self.pip("install", "--quiet", f"{project}[dev]")
+            self.has_dependencies = True
+        self.pip(
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--force-reinstall",
+            str(project),
+        )
+
+
+class BakeEnvironments:
+    def __init__(self) -> None:
+        self._by_version: dict[str, BakeEnvironment] = {}
+
+    def for_version(self, version: str) -> BakeEnvironment:
+        if version not in self._by_version:
+            interpreter = find_python(version)
+            if interpreter is None:
+                pytest.skip(
+                    f"no Python {version} interpreter found to test a bake that requires it"
+                )
+            environment = BakeEnvironment(BAKE_VENVS / version, interpreter)
+            environment.create()
+            self._by_version[version] = environment
+        return self._by_version[version]
+
+
+@pytest.fixture(scope="session")
+def bake_environments() -> BakeEnvironments:
+    return BakeEnvironments()
+
+
+@pytest.fixture(scope="session")
+def require_postgres() -> str:
+    url = postgres_url()
+    if url:
+        return url
+    reason = "PostgreSQL bakes need TEST_DATABASE_URL (scripts/test sets it up)"
+    if os.environ.get("REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"{reason}; REQUIRE_POSTGRES=1 makes this a failure")
+    pytest.skip(reason)
+
+
+def pytest_report_header() -> list[str]:
+    return [
+        f"python: {sys.executable}",
+        f"bake venvs: {BAKE_VENVS}",
+        f"TEST_DATABASE_URL set: {bool(postgres_url())}",
+    ]
+
+
+SUITE_SUMMARIES: dict[str, str] = {}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SUITE_SUMMARIES:
+        terminalreporter.section("generated project suites")
+        for variant, summary in SUITE_SUMMARIES.items():
+            terminalreporter.write_line(f"{variant}: {summary}")
