@@ -15,7 +15,7 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy import delete
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.database import PoolStatus, pool_status
+from {{ cookiecutter.package_name }}.database import PoolStatus
 from {{ cookiecutter.package_name }}.models import Item
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -79,7 +79,7 @@ def app(settings: Settings) -> FastAPI:
 async def running_app(app: FastAPI) -> AsyncIterator[FastAPI]:
     """The application with its lifespan started (engine created) and an empty items table."""
     async with LifespanManager(app):
-        async with app.state.engine.begin() as connection:
+        async with app.state.database.engine.begin() as connection:
             await connection.execute(delete(Item))
         yield app
 
@@ -92,4 +92,5 @@ async def client(running_app: FastAPI) -> AsyncIterator[AsyncClient]:
 
 
 def pool_of(app: FastAPI) -> PoolStatus:
-    return pool_status(app.state.engine)
+    status: PoolStatus = app.state.database.status()
+    return status

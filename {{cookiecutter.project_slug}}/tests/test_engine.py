@@ -25,7 +25,7 @@ async def test_pool_settings_from_environment_reach_the_engine(
     app = create_app()
 
     async with LifespanManager(app):
-        pool = app.state.engine.pool
+        pool = app.state.database.engine.pool
         assert isinstance(pool, QueuePool)
         assert (pool.size(), pool._max_overflow, pool._timeout, pool._recycle, pool._pre_ping) == (
             3,
@@ -41,10 +41,10 @@ async def test_pool_settings_from_environment_reach_the_engine(
 
 async def test_engine_exists_only_during_the_lifespan(settings: Settings) -> None:
     app = create_app(settings)
-    assert not hasattr(app.state, "engine")
+    assert not hasattr(app.state, "database")
 
     async with LifespanManager(app):
-        engine = app.state.engine
+        engine = app.state.database.engine
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
         assert engine.pool.checkedin() == 1
@@ -67,8 +67,8 @@ async def test_null_pool_mode_opens_a_connection_per_checkout(settings: Settings
     app = create_app(settings.model_copy(update={"db_pool_mode": "null"}))
 
     async with LifespanManager(app):
-        assert isinstance(app.state.engine.pool, NullPool)
+        assert isinstance(app.state.database.engine.pool, NullPool)
         async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
             assert (await client.post("/items", json={"name": "unpooled"})).status_code == 201
             ready = await client.get("/health/ready")
-    assert ready.json()["pool"] == {"size": 0, "checked_in": 0, "checked_out": 0, "overflow": 0}
+    assert ready.json()["pool"] == {"size": 0, "checked_in": 0, "checked_out": 0, "overflow": 0, "waiting": 0}

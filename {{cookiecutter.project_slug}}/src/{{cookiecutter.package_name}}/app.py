@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import health, items
-from .database import create_engine
+from .budget import check_connection_budget
 from .errors import install_error_handlers
+from .pool import Database
 from .settings import Settings
 
 
@@ -18,18 +19,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engine = create_engine(settings)
+        database = Database(settings)
         try:
+            await check_connection_budget(database.engine, settings)
+            app.state.database = database
             yield
         finally:
-            await app.state.engine.dispose()
+            await database.dispose()
 
     app = FastAPI(
         title={{ cookiecutter.project_name | python_string }},
         summary={{ cookiecutter.description | python_string }},
         lifespan=lifespan,
     )
-    app.state.settings = settings
     app.include_router(health.router)
     app.include_router(items.router)
     install_error_handlers(app)

@@ -20,6 +20,7 @@ class PoolStatus:
     checked_in: int
     checked_out: int
     overflow: int
+    waiting: int = 0
 
 
 def is_in_memory_sqlite(url: URL) -> bool:
@@ -43,6 +44,11 @@ def engine_options(settings: Settings) -> dict[str, Any]:
             pool_timeout=settings.db_pool_timeout,
             pool_recycle=settings.db_pool_recycle,
         )
+    if settings.url.get_backend_name() == "postgresql":
+        # Names the service's sessions in pg_stat_activity.
+        options["connect_args"] = {
+            "server_settings": {"application_name": settings.db_application_name}
+        }
     return options
 
 
@@ -78,6 +84,15 @@ class CheckoutCounter:
 
     def _on_checkin(self, *_: object) -> None:
         self.checked_out -= 1
+
+
+def pool_capacity(engine: AsyncEngine) -> int | None:
+    """How many connections the pool can lend at once; None when it sets no limit."""
+    pool = engine.sync_engine.pool
+    if isinstance(pool, QueuePool):
+        overflow: int = pool._max_overflow
+        return None if overflow < 0 else pool.size() + overflow
+    return 1 if isinstance(pool, StaticPool) else None
 
 
 def pool_status(engine: AsyncEngine) -> PoolStatus:

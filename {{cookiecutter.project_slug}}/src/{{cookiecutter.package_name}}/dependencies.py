@@ -7,12 +7,20 @@ from typing import Annotated
 
 import anyio
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .pool import Database
 
 
-def get_engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+def route_of(request: Request) -> str:
+    """`GET /items/{item_id}` rather than the concrete path, so logs group by route."""
+    route = request.scope.get("route")
+    return f"{request.method} {getattr(route, 'path', request.url.path)}"
 
 
 async def transaction(request: Request) -> AsyncIterator[AsyncConnection]:
@@ -21,17 +29,14 @@ async def transaction(request: Request) -> AsyncIterator[AsyncConnection]:
     The clean-up is shielded from cancellation, so a client that disconnects or a task that is
     cancelled still gives the connection back to the pool.
     """
-    connection = await get_engine(request).connect()
-    try:
-        yield connection
-        await connection.commit()
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await connection.rollback()
-        raise
-    finally:
-        with anyio.CancelScope(shield=True):
-            await connection.close()
+    async with get_database(request).connection(route_of(request)) as connection:
+        try:
+            yield connection
+            await connection.commit()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await connection.rollback()
+            raise
 
 
 # scope="function": the connection is back in the pool before the response is sent.

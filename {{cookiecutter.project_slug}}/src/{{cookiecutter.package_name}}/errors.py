@@ -1,4 +1,4 @@
-"""Turn database unavailability into an honest 503 instead of a generic 500."""
+"""Turn an exhausted pool or an unreachable database into an honest 503, never a 500."""
 
 from __future__ import annotations
 
@@ -7,23 +7,31 @@ import logging
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from .gate import PoolExhaustedError
 
 logger = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 1
 
 
 def service_unavailable(detail: str) -> JSONResponse:
+    """An RFC 9457 problem document, with a hint of when to try again."""
     return JSONResponse(
-        {"detail": detail},
+        {
+            "type": "about:blank",
+            "title": "Service Unavailable",
+            "status": status.HTTP_503_SERVICE_UNAVAILABLE,
+            "detail": detail,
+        },
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        media_type="application/problem+json",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 
-async def pool_timeout_handler(request: Request, error: Exception) -> JSONResponse:
-    logger.warning("no database connection free for %s %s", request.method, request.url.path)
-    return service_unavailable("the database is busy; retry shortly")
+async def pool_exhausted_handler(request: Request, error: Exception) -> JSONResponse:
+    # Database.connection has already logged the route and the pool's state.
+    return service_unavailable("every database connection is busy; retry shortly")
 
 
 async def database_error_handler(request: Request, error: Exception) -> JSONResponse:
@@ -51,6 +59,6 @@ async def connection_refused_handler(request: Request, error: Exception) -> JSON
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(PoolTimeoutError, pool_timeout_handler)
+    app.add_exception_handler(PoolExhaustedError, pool_exhausted_handler)
     app.add_exception_handler(DBAPIError, database_error_handler)
     app.add_exception_handler(OSError, connection_refused_handler)

@@ -1,4 +1,4 @@
-"""Liveness (the process answers) and readiness (the database answers, and how the pool is)."""
+"""Operational endpoints: liveness, readiness (database and pool) and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ from typing import Literal
 
 import anyio
 from fastapi import APIRouter, Request, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .database import PoolStatus, pool_status
-from .dependencies import get_engine
+from .database import PoolStatus
+from .dependencies import get_database
+from .gate import PoolExhaustedError
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/health", tags=["health"])
+router = APIRouter(tags=["operations"])
 PING = text("SELECT 1")
 
 
@@ -25,25 +27,38 @@ class Liveness(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ok", "unavailable"]
-    database: Literal["ok", "unreachable"]
+    database: Literal["ok", "unreachable", "busy"]
     pool: PoolStatus
 
 
-@router.get("/live")
+@router.get("/health/live")
 async def live() -> Liveness:
     return Liveness(status="ok")
 
 
-@router.get("/ready", responses={503: {"model": Readiness}})
+@router.get("/health/ready", responses={503: {"model": Readiness}})
 async def ready(request: Request, response: Response) -> Readiness:
-    engine = get_engine(request)
-    timeout: float = request.app.state.settings.db_pool_timeout
+    """Answers within READY_TIMEOUT, also when the pool is exhausted or the database is down."""
+    database = get_database(request)
+    timeout = database.settings.ready_timeout
+    state: Literal["ok", "unreachable", "busy"] = "ok"
     try:
         with anyio.fail_after(timeout):
-            async with engine.connect() as connection:
+            async with database.connection("readiness check", timeout=timeout) as connection:
                 await connection.execute(PING)
+    except PoolExhaustedError:
+        state = "busy"
     except (SQLAlchemyError, OSError, TimeoutError) as error:
         logger.warning("readiness check failed: %s", type(error).__name__)
+        state = "unreachable"
+    if state != "ok":
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return Readiness(status="unavailable", database="unreachable", pool=pool_status(engine))
-    return Readiness(status="ok", database="ok", pool=pool_status(engine))
+    return Readiness(
+        status="ok" if state == "ok" else "unavailable", database=state, pool=database.status()
+    )
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(request: Request) -> Response:
+    registry = get_database(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -36,9 +36,14 @@ class Settings(BaseSettings):
     db_pool_pre_ping: bool = True
     db_echo: bool = False
     db_pool_mode: Literal["queue", "null"] = "queue"
+    db_leak_threshold: float = Field(default=60, ge=0, allow_inf_nan=False)
+    db_budget_strict: bool = False
+    db_application_name: str = Field(default="{{ cookiecutter.package_name }}", min_length=1, max_length=63)
+    ready_timeout: float = Field(default=2, gt=0, allow_inf_nan=False)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: LogLevel = "info"
+    web_concurrency: int = Field(default=1, ge=1)
 
     @field_validator("database_url", mode="after")
     @classmethod

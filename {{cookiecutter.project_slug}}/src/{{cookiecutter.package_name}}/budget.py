@@ -1,0 +1,74 @@
+"""Check at start-up that every worker's pool fits in the server's connection limit."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+LIMITS = text(
+    "SELECT current_setting('max_connections')::int,"
+    " current_setting('superuser_reserved_connections')::int,"
+    " coalesce(current_setting('reserved_connections', true)::int, 0)"
+)
+
+
+class ConnectionBudgetExceededError(RuntimeError):
+    """Raised instead of a warning when DB_BUDGET_STRICT is true."""
+
+
+@dataclass(frozen=True)
+class ConnectionBudget:
+    workers: int
+    per_worker: int
+    max_connections: int
+    reserved: int
+
+    @property
+    def needed(self) -> int:
+        return self.workers * self.per_worker
+
+    @property
+    def available(self) -> int:
+        return self.max_connections - self.reserved
+
+    def describe(self) -> str:
+        return (
+            f"WEB_CONCURRENCY ({self.workers}) x (DB_POOL_SIZE + DB_MAX_OVERFLOW) ({self.per_worker})"
+            f" = {self.needed} connections, but the server allows {self.available}"
+            f" (max_connections {self.max_connections} - {self.reserved} reserved)"
+        )
+
+
+async def read_budget(engine: AsyncEngine, settings: Settings) -> ConnectionBudget:
+    async with engine.connect() as connection:
+        max_connections, superuser_reserved, reserved = (await connection.execute(LIMITS)).one()
+    return ConnectionBudget(
+        workers=settings.web_concurrency,
+        per_worker=settings.db_pool_size + settings.db_max_overflow,
+        max_connections=max_connections,
+        reserved=superuser_reserved + reserved,
+    )
+
+
+async def check_connection_budget(engine: AsyncEngine, settings: Settings) -> None:
+    """Warn (or refuse to start) when the pools could ask PostgreSQL for more than it allows."""
+    if engine.dialect.name != "postgresql" or settings.db_pool_mode == "null":
+        return
+    try:
+        budget = await read_budget(engine, settings)
+    except (SQLAlchemyError, OSError) as error:
+        logger.warning("could not read the connection limit: %s", type(error).__name__)
+        return
+    if budget.needed <= budget.available:
+        logger.info("connection budget: %d of %d connections", budget.needed, budget.available)
+        return
+    if settings.db_budget_strict:
+        raise ConnectionBudgetExceededError(f"{budget.describe()}; DB_BUDGET_STRICT is set")
+    logger.warning("connection budget exceeded: %s", budget.describe())

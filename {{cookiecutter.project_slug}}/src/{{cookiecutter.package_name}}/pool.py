@@ -1,0 +1,81 @@
+"""Every checkout goes through here: a fair wait, a bounded wait, metrics and leak detection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
+
+import anyio
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .database import PoolStatus, create_engine, pool_capacity, pool_status
+from .gate import CheckoutGate, PoolExhaustedError
+from .metrics import PoolMetrics
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class Database:
+    """The engine of one process, created in the lifespan and disposed with it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = create_engine(settings)
+        self.gate = CheckoutGate(pool_capacity(self.engine))
+        self.metrics = PoolMetrics(self.status)
+        self.metrics.watch(self.engine)
+
+    def status(self) -> PoolStatus:
+        return replace(pool_status(self.engine), waiting=self.gate.waiting)
+
+    @asynccontextmanager
+    async def connection(
+        self, purpose: str, timeout: float | None = None
+    ) -> AsyncIterator[AsyncConnection]:
+        """Lend a connection, waiting at most `timeout` (default DB_POOL_TIMEOUT) in arrival order.
+
+        Raises PoolExhaustedError when none is free in time. The connection goes back to the
+        pool when the block exits, even when the task is being cancelled.
+        """
+        wait = self.settings.db_pool_timeout if timeout is None else timeout
+        started = time.perf_counter()
+        async with AsyncExitStack() as held:
+            try:
+                await held.enter_async_context(self.gate.admit(wait))
+                connection = await self.engine.connect()
+            except (PoolExhaustedError, PoolTimeoutError) as error:
+                self.metrics.checkout_timeouts.inc()
+                logger.warning(
+                    "no database connection for %s within %g s; pool: %s", purpose, wait, self.status()
+                )
+                raise PoolExhaustedError(wait) from error
+            self.metrics.checkout_wait.observe(time.perf_counter() - started)
+            held.push_async_callback(_close_shielded, connection)
+            if self.settings.db_leak_threshold:
+                alarm = asyncio.get_running_loop().call_later(
+                    self.settings.db_leak_threshold, _warn_held_too_long, purpose, self.settings.db_leak_threshold
+                )
+                held.callback(alarm.cancel)
+            yield connection
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def _close_shielded(connection: AsyncConnection) -> None:
+    with anyio.CancelScope(shield=True):
+        await connection.close()
+
+
+def _warn_held_too_long(purpose: str, threshold: float) -> None:
+    logger.warning(
+        "possible connection leak: %s has held a database connection for more than %g s",
+        purpose,
+        threshold,
+    )
