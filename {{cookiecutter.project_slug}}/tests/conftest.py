@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
@@ -13,6 +20,8 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.database import PoolStatus
@@ -94,3 +103,67 @@ async def client(running_app: FastAPI) -> AsyncIterator[AsyncClient]:
 def pool_of(app: FastAPI) -> PoolStatus:
     status: PoolStatus = app.state.database.status()
     return status
+
+
+@pytest.fixture
+def postgres_url(database_url: str) -> str:
+    if not database_url.startswith("postgresql"):
+        pytest.skip(f"needs PostgreSQL: set TEST_DATABASE_URL, e.g. {POSTGRES_EXAMPLE}")
+    return database_url
+
+
+@pytest.fixture
+async def admin(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    """A connection outside the service's pool, to lock tables and inspect or end sessions."""
+    engine = create_async_engine(postgres_url, poolclass=NullPool)
+    yield engine
+    await engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def service_environment(**overrides: str) -> dict[str, str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DB_")}
+    environment.update(overrides)
+    return environment
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+        self.output = ""
+
+
+@contextmanager
+def running_server(**environment: str) -> Iterator[Server]:
+    """`python -m {{ cookiecutter.package_name }}` as a real process, stopped with Ctrl+C afterwards."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "{{ cookiecutter.package_name }}"],
+        env=service_environment(HOST="127.0.0.1", PORT=str(port), **environment),
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = Server(process, f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{server.url}/health/live", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield server
+    finally:
+        process.send_signal(signal.SIGINT)
+        server.output, _ = process.communicate(timeout=30)

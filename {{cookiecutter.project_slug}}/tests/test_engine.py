@@ -71,4 +71,10 @@ async def test_null_pool_mode_opens_a_connection_per_checkout(settings: Settings
         async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
             assert (await client.post("/items", json={"name": "unpooled"})).status_code == 201
             ready = await client.get("/health/ready")
-    assert ready.json()["pool"] == {"size": 0, "checked_in": 0, "checked_out": 0, "overflow": 0, "waiting": 0}
+    assert ready.json()["pool"] == {
+        "size": 0,
+        "checked_in": 0,
+        "checked_out": 0,
+        "overflow": 0,
+        "waiting": 0,
+    }

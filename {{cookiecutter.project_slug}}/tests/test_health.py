@@ -35,7 +35,13 @@ async def test_ready_reports_database_and_pool(client: AsyncClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert (body["status"], body["database"]) == ("ok", "ok")
-    assert body["pool"] == {"size": 2, "checked_in": 1, "checked_out": 0, "overflow": 0, "waiting": 0}
+    assert body["pool"] == {
+        "size": 2,
+        "checked_in": 1,
+        "checked_out": 0,
+        "overflow": 0,
+        "waiting": 0,
+    }
 
 
 async def test_unreachable_database_gives_503_not_500(settings: Settings) -> None:

@@ -114,3 +114,17 @@ async def test_invalid_item_id_is_422(client: AsyncClient, item_id: str) -> None
 )
 async def test_invalid_body_is_422(client: AsyncClient, body: dict[str, object]) -> None:
     assert (await client.post("/items", json=body)).status_code == 422
+
+
+async def test_body_that_is_not_utf8_is_4xx(client: AsyncClient) -> None:
+    response = await client.post(
+        "/items", content=b'{"name": "\xff\xfe"}', headers={"content-type": "application/json"}
+    )
+
+    assert 400 <= response.status_code < 500
+
+
+async def test_huge_body_is_4xx(client: AsyncClient) -> None:
+    response = await client.post("/items", json={"name": "x" * 5_000_000})
+
+    assert response.status_code == 422

@@ -16,9 +16,14 @@ VARIABLES = (
     "DB_POOL_PRE_PING",
     "DB_ECHO",
     "DB_POOL_MODE",
+    "DB_LEAK_THRESHOLD",
+    "DB_BUDGET_STRICT",
+    "DB_APPLICATION_NAME",
+    "READY_TIMEOUT",
     "HOST",
     "PORT",
     "LOG_LEVEL",
+    "WEB_CONCURRENCY",
 )
 
 
@@ -49,6 +54,11 @@ def test_every_variable_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
         "DB_POOL_PRE_PING": "false",
         "DB_ECHO": "true",
         "DB_POOL_MODE": "NULL",
+        "DB_LEAK_THRESHOLD": "0",
+        "DB_BUDGET_STRICT": "yes",
+        "DB_APPLICATION_NAME": "billing-worker",
+        "READY_TIMEOUT": "0.5",
+        "WEB_CONCURRENCY": "4",
         "HOST": "0.0.0.0",
         "PORT": "9000",
         "LOG_LEVEL": "WARNING",
@@ -63,6 +73,9 @@ def test_every_variable_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
     assert settings.db_pool_timeout == 2.5
     assert settings.db_pool_recycle == -1
     assert (settings.db_pool_pre_ping, settings.db_echo) == (False, True)
+    assert (settings.db_leak_threshold, settings.db_budget_strict) == (0, True)
+    assert (settings.db_application_name, settings.ready_timeout) == ("billing-worker", 0.5)
+    assert settings.web_concurrency == 4
     assert (settings.db_pool_mode, settings.host, settings.port, settings.log_level) == (
         "null",
         "0.0.0.0",
@@ -96,6 +109,11 @@ def test_plain_urls_get_the_async_driver(url: str, driver: str) -> None:
         ("DB_POOL_MODE", "sometimes"),
         ("DATABASE_URL", "not a url"),
         ("DATABASE_URL", "mysql+pymysql://u:p@localhost/app"),
+        ("DB_LEAK_THRESHOLD", "-1"),
+        ("DB_BUDGET_STRICT", "sometimes"),
+        ("DB_APPLICATION_NAME", "x" * 64),
+        ("READY_TIMEOUT", "0"),
+        ("WEB_CONCURRENCY", "0"),
         ("PORT", "70000"),
         ("LOG_LEVEL", "loud"),
     ],

@@ -39,10 +39,11 @@ class ConnectionBudget:
         return self.max_connections - self.reserved
 
     def describe(self) -> str:
+        formula = f"WEB_CONCURRENCY ({self.workers}) x (DB_POOL_SIZE + DB_MAX_OVERFLOW)"
+        server = f"max_connections {self.max_connections} - {self.reserved} reserved"
         return (
-            f"WEB_CONCURRENCY ({self.workers}) x (DB_POOL_SIZE + DB_MAX_OVERFLOW) ({self.per_worker})"
-            f" = {self.needed} connections, but the server allows {self.available}"
-            f" (max_connections {self.max_connections} - {self.reserved} reserved)"
+            f"{formula} ({self.per_worker}) = {self.needed} connections,"
+            f" but the server allows {self.available} ({server})"
         )
 
 

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from .gate import PoolExhaustedError
+from .gate import DatabaseUnavailableError, PoolExhaustedError
 
 logger = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 1
@@ -48,17 +48,12 @@ async def database_error_handler(request: Request, error: Exception) -> JSONResp
     raise error
 
 
-async def connection_refused_handler(request: Request, error: Exception) -> JSONResponse:
-    logger.warning(
-        "cannot reach the database for %s %s: %s",
-        request.method,
-        request.url.path,
-        type(error).__name__,
-    )
+async def database_unavailable_handler(request: Request, error: Exception) -> JSONResponse:
+    # Database.connection has already logged the route and the driver's error.
     return service_unavailable("the database is unavailable; retry shortly")
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolExhaustedError, pool_exhausted_handler)
     app.add_exception_handler(DBAPIError, database_error_handler)
-    app.add_exception_handler(OSError, connection_refused_handler)
+    app.add_exception_handler(DatabaseUnavailableError, database_unavailable_handler)

@@ -21,6 +21,10 @@ class PoolExhaustedError(Exception):
         self.waited = waited
 
 
+class DatabaseUnavailableError(Exception):
+    """The pool could not open a connection: the server is down, unreachable or refuses us."""
+
+
 class CheckoutGate:
     def __init__(self, capacity: int | None) -> None:
         """`capacity` None admits everyone (pools without a size limit, such as NullPool)."""
@@ -29,16 +33,16 @@ class CheckoutGate:
         self.waiting = 0
 
     @asynccontextmanager
-    async def admit(self, timeout: float) -> AsyncIterator[None]:
+    async def admit(self, max_wait: float) -> AsyncIterator[None]:
         if self._places is None:
             yield
             return
         self.waiting += 1
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(max_wait):
                 await self._places.acquire()
         except TimeoutError:
-            raise PoolExhaustedError(timeout) from None
+            raise PoolExhaustedError(max_wait) from None
         finally:
             self.waiting -= 1
         try:

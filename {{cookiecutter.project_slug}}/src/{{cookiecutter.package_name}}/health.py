@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .database import PoolStatus
 from .dependencies import get_database
-from .gate import PoolExhaustedError
+from .gate import DatabaseUnavailableError, PoolExhaustedError
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -44,11 +44,12 @@ async def ready(request: Request, response: Response) -> Readiness:
     state: Literal["ok", "unreachable", "busy"] = "ok"
     try:
         with anyio.fail_after(timeout):
-            async with database.connection("readiness check", timeout=timeout) as connection:
+            # The queue gives up first, so that a busy pool reads as busy, not as unreachable.
+            async with database.connection("readiness check", timeout * 0.8) as connection:
                 await connection.execute(PING)
     except PoolExhaustedError:
         state = "busy"
-    except (SQLAlchemyError, OSError, TimeoutError) as error:
+    except (DatabaseUnavailableError, SQLAlchemyError, OSError, TimeoutError) as error:
         logger.warning("readiness check failed: %s", type(error).__name__)
         state = "unreachable"
     if state != "ok":
@@ -58,7 +59,9 @@ async def ready(request: Request, response: Response) -> Readiness:
     )
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get(
+    "/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}}
+)
 async def metrics(request: Request) -> Response:
     registry = get_database(request).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,11 +10,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 
 import anyio
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .database import PoolStatus, create_engine, pool_capacity, pool_status
-from .gate import CheckoutGate, PoolExhaustedError
+from .gate import CheckoutGate, DatabaseUnavailableError, PoolExhaustedError
 from .metrics import PoolMetrics
 from .settings import Settings
 
@@ -36,14 +37,14 @@ class Database:
 
     @asynccontextmanager
     async def connection(
-        self, purpose: str, timeout: float | None = None
+        self, purpose: str, max_wait: float | None = None
     ) -> AsyncIterator[AsyncConnection]:
-        """Lend a connection, waiting at most `timeout` (default DB_POOL_TIMEOUT) in arrival order.
+        """Lend a connection, waiting at most `max_wait` (default DB_POOL_TIMEOUT) in arrival order.
 
         Raises PoolExhaustedError when none is free in time. The connection goes back to the
         pool when the block exits, even when the task is being cancelled.
         """
-        wait = self.settings.db_pool_timeout if timeout is None else timeout
+        wait = self.settings.db_pool_timeout if max_wait is None else max_wait
         started = time.perf_counter()
         async with AsyncExitStack() as held:
             try:
@@ -52,15 +53,24 @@ class Database:
             except (PoolExhaustedError, PoolTimeoutError) as error:
                 self.metrics.checkout_timeouts.inc()
                 logger.warning(
-                    "no database connection for %s within %g s; pool: %s", purpose, wait, self.status()
+                    "no database connection for %s within %g s; pool: %s",
+                    purpose,
+                    wait,
+                    self.status(),
                 )
                 raise PoolExhaustedError(wait) from error
+            except (DBAPIError, OSError) as error:
+                # The server's message names the user at most, never the password.
+                logger.warning(
+                    "cannot connect to the database for %s: %s", purpose, error_name(error)
+                )
+                raise DatabaseUnavailableError(error_name(error)) from error
             self.metrics.checkout_wait.observe(time.perf_counter() - started)
             held.push_async_callback(_close_shielded, connection)
-            if self.settings.db_leak_threshold:
-                alarm = asyncio.get_running_loop().call_later(
-                    self.settings.db_leak_threshold, _warn_held_too_long, purpose, self.settings.db_leak_threshold
-                )
+            threshold = self.settings.db_leak_threshold
+            if threshold:
+                loop = asyncio.get_running_loop()
+                alarm = loop.call_later(threshold, _warn_held_too_long, purpose, threshold)
                 held.callback(alarm.cancel)
             yield connection
 
@@ -79,3 +89,9 @@ def _warn_held_too_long(purpose: str, threshold: float) -> None:
         purpose,
         threshold,
     )
+
+
+def error_name(error: BaseException) -> str:
+    """The driver's exception class, e.g. `InvalidPasswordError`, without its message."""
+    original = getattr(error, "orig", None) or error
+    return type(original).__name__

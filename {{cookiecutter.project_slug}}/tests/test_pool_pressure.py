@@ -1,0 +1,423 @@
+"""Under pressure the pool stays bounded, answers 503 fast, loses nothing and leaks nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from uuid import uuid4
+
+import anyio
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import APIRouter, FastAPI, Request
+from httpx import ASGITransport, AsyncClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.budget import ConnectionBudgetExceededError
+from {{ cookiecutter.package_name }}.dependencies import Connection
+from {{ cookiecutter.package_name }}.gate import CheckoutGate, PoolExhaustedError
+from {{ cookiecutter.package_name }}.settings import Settings
+
+from .conftest import pool_of, running_server
+
+probes = APIRouter(prefix="/probe")
+
+
+@probes.get("/hold")
+async def hold(connection: Connection, request: Request) -> None:
+    """Keeps its connection until the test sets `app.state.release`."""
+    await connection.execute(text("SELECT 1"))
+    await request.app.state.release.wait()
+
+
+@probes.get("/hold-briefly")
+async def hold_briefly(connection: Connection) -> None:
+    await connection.execute(text("SELECT 1"))
+    await asyncio.sleep(0.5)
+
+
+@probes.get("/statement-timeout")
+async def statement_timeout(connection: Connection) -> None:
+    async with asyncio.timeout(0.2):
+        await connection.execute(text("SELECT pg_sleep(5)"))
+
+
+@pytest.fixture
+def settings(migrated_database: str) -> Settings:
+    """Pool 2 + 0, a 1 s wait, and a session name of its own to find this app's backends."""
+    return Settings(
+        database_url=migrated_database,
+        db_pool_size=2,
+        db_max_overflow=0,
+        db_pool_timeout=1,
+        ready_timeout=0.5,
+        db_application_name=f"pressure-{uuid4().hex[:12]}",
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    app = create_app(settings)
+    app.include_router(probes)
+    app.state.release = asyncio.Event()
+    return app
+
+
+@pytest.fixture
+async def holding_the_pool(client: AsyncClient, running_app: FastAPI) -> AsyncIterator[None]:
+    """Both pooled connections held by requests that wait for `release`."""
+    holders = [asyncio.create_task(client.get("/probe/hold")) for _ in range(2)]
+    await until(lambda: pool_of(running_app).checked_out == 2)
+    yield
+    running_app.state.release.set()
+    await asyncio.gather(*holders)
+
+
+async def until(condition: Callable[[], bool], within: float = 10) -> None:
+    """Poll a condition on state the test cannot subscribe to (pool counters, the gate)."""
+    with anyio.fail_after(within):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+def metric_values(exposition: str) -> dict[str, float]:
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if not sample.labels or sample.name.endswith("_count")
+    }
+
+
+async def app_sessions(admin: AsyncEngine, application_name: str, state: str | None = None) -> int:
+    query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"
+    if state is not None:
+        query += " AND state = :state"
+    async with admin.connect() as connection:
+        count: int = (
+            await connection.execute(text(query), {"name": application_name, "state": state})
+        ).scalar_one()
+    return count
+
+
+@pytest.mark.usefixtures("holding_the_pool")
+async def test_exhausted_pool_answers_503_with_retry_after_instead_of_hanging(
+    client: AsyncClient, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = time.perf_counter()
+    responses = await asyncio.gather(*(client.get("/items") for _ in range(8)))
+    waited = time.perf_counter() - started
+
+    assert [response.status_code for response in responses] == [503] * 8
+    problem = responses[0]
+    assert problem.headers["Retry-After"] == "1"
+    assert problem.headers["content-type"] == "application/problem+json"
+    assert problem.json()["status"] == 503
+    assert waited < settings.db_pool_timeout + 3, "a request waited far past DB_POOL_TIMEOUT"
+    assert "no database connection for GET /items within 1 s" in caplog.text
+    assert "checked_out=2" in caplog.text
+
+
+async def test_service_recovers_when_the_pressure_ends(
+    client: AsyncClient, running_app: FastAPI
+) -> None:
+    async with anyio.create_task_group() as holders:
+        holders.start_soon(client.get, "/probe/hold")
+        holders.start_soon(client.get, "/probe/hold")
+        await until(lambda: pool_of(running_app).checked_out == 2)
+        assert (await client.get("/items")).status_code == 503
+        running_app.state.release.set()
+
+    statuses = [
+        response.status_code
+        for response in await asyncio.gather(*(client.get("/items") for _ in range(10)))
+    ]
+    assert statuses == [200] * 10
+    assert pool_of(running_app).checked_out == 0
+
+
+@pytest.mark.usefixtures("holding_the_pool")
+async def test_readiness_answers_busy_quickly_when_the_pool_is_exhausted(
+    client: AsyncClient, settings: Settings
+) -> None:
+    started = time.perf_counter()
+    response = await client.get("/health/ready")
+    waited = time.perf_counter() - started
+
+    assert response.status_code == 503
+    assert response.json()["database"] == "busy"
+    assert response.json()["pool"]["checked_out"] == 2
+    assert waited < settings.ready_timeout + 3
+
+
+async def test_metrics_report_pool_state_and_counters(
+    client: AsyncClient, running_app: FastAPI
+) -> None:
+    assert (await client.get("/items")).status_code == 200
+    async with anyio.create_task_group() as holders:
+        holders.start_soon(client.get, "/probe/hold")
+        holders.start_soon(client.get, "/probe/hold")
+        await until(lambda: pool_of(running_app).checked_out == 2)
+        assert (await client.get("/items")).status_code == 503
+        response = await client.get("/metrics")
+        running_app.state.release.set()
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    values = metric_values(response.text)
+    assert values["db_pool_size"] == 2
+    assert values["db_pool_checked_out"] == 2
+    assert values["db_pool_overflow"] == 0
+    assert values["db_pool_connections_created_total"] >= 2
+    assert values["db_pool_checkout_timeouts_total"] == 1
+    assert values["db_pool_checkout_wait_seconds_count"] >= 3
+
+
+async def test_gate_serves_waiters_before_newcomers() -> None:
+    """A place freed while someone waits goes to the waiter, even if a newcomer asks first."""
+    gate = CheckoutGate(capacity=1)
+    served: list[str] = []
+
+    async def take(name: str) -> None:
+        async with gate.admit(max_wait=5):
+            served.append(name)
+
+    async with gate.admit(max_wait=5):
+        waiter = asyncio.create_task(take("waiter"))
+        await until(lambda: gate.waiting == 1)
+    await take("newcomer")  # asks in the same instant the place is freed
+    await waiter
+
+    assert served == ["waiter", "newcomer"]
+
+
+async def test_gate_wait_is_bounded_by_the_timeout() -> None:
+    gate = CheckoutGate(capacity=1)
+
+    async with gate.admit(max_wait=5):
+        with pytest.raises(PoolExhaustedError):
+            async with gate.admit(max_wait=0.05):
+                pass
+    assert gate.waiting == 0
+
+
+async def test_connection_held_too_long_is_reported_with_its_route(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings.model_copy(update={"db_leak_threshold": 0.2}))
+    app.include_router(probes)
+
+    async with (
+        LifespanManager(app),
+        AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        assert (await client.get("/items")).status_code == 200
+        assert "possible connection leak" not in caplog.text
+        assert (await client.get("/probe/hold-briefly")).status_code == 200
+
+    assert "possible connection leak: GET /probe/hold-briefly" in caplog.text
+
+
+async def test_locked_table_gives_fast_503s_within_the_pool_limit(
+    client: AsyncClient, running_app: FastAPI, admin: AsyncEngine, settings: Settings
+) -> None:
+    """The issue's scenario: pool 2 + 0, 1 s timeout, 10 concurrent requests, table locked."""
+
+    async def timed_get() -> tuple[int, float]:
+        started = time.perf_counter()
+        response = await client.get("/items")
+        return response.status_code, time.perf_counter() - started
+
+    async with admin.connect() as locker:
+        await locker.execute(text("LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
+        requests = [asyncio.create_task(timed_get()) for _ in range(10)]
+        await until(lambda: sum(request.done() for request in requests) == 8)
+        sessions = await app_sessions(admin, settings.db_application_name)
+        await locker.rollback()
+    results = [await request for request in requests]
+
+    print("statuses and seconds under a locked table:", [(s, round(t, 3)) for s, t in results])
+    assert sorted(status for status, _ in results) == [200] * 2 + [503] * 8
+    assert max(t for status, t in results if status == 503) < settings.db_pool_timeout + 3
+    assert sessions <= settings.db_pool_size + settings.db_max_overflow
+    assert pool_of(running_app).checked_out == 0
+
+
+async def terminate_sessions(admin: AsyncEngine, application_name: str) -> int:
+    async with admin.connect() as connection:
+        ended = await connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": application_name},
+        )
+        return len(ended.all())
+
+
+async def test_no_request_is_lost_after_every_backend_is_killed(
+    client: AsyncClient, running_app: FastAPI, admin: AsyncEngine, settings: Settings
+) -> None:
+    await asyncio.gather(*(client.get("/items") for _ in range(4)))
+    assert await terminate_sessions(admin, settings.db_application_name) >= 1
+
+    statuses = [(await client.get("/items")).status_code for _ in range(50)]
+
+    print("successes out of 50 after killing every backend:", statuses.count(200))
+    assert statuses == [200] * 50
+    values = metric_values((await client.get("/metrics")).text)
+    assert values["db_pool_connections_invalidated_total"] >= 1
+
+
+async def test_without_pre_ping_killed_backends_cost_requests_but_answer_503(
+    admin: AsyncEngine, settings: Settings
+) -> None:
+    """The counter-proof: DB_POOL_PRE_PING is what keeps the requests above alive."""
+    app = create_app(settings.model_copy(update={"db_pool_pre_ping": False}))
+    async with (
+        LifespanManager(app),
+        AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        await asyncio.gather(*(client.get("/items") for _ in range(4)))
+        assert await terminate_sessions(admin, settings.db_application_name) >= 1
+        statuses = [(await client.get("/items")).status_code for _ in range(10)]
+
+    assert 503 in statuses
+    assert 500 not in statuses
+
+
+async def test_statement_cancelled_by_a_timeout_returns_its_connection(
+    client: AsyncClient, running_app: FastAPI, admin: AsyncEngine, settings: Settings
+) -> None:
+    assert (await client.get("/probe/statement-timeout")).status_code == 500
+
+    assert pool_of(running_app).checked_out == 0
+    assert await app_sessions(admin, settings.db_application_name, "idle in transaction") == 0
+    assert (await client.get("/items")).status_code == 200
+
+
+async def test_impatient_clients_leave_no_connection_or_transaction_behind(
+    postgres_url: str, admin: AsyncEngine
+) -> None:
+    name = f"impatient-{uuid4().hex[:12]}"
+    with running_server(
+        DATABASE_URL=postgres_url,
+        DB_POOL_SIZE="2",
+        DB_MAX_OVERFLOW="0",
+        DB_POOL_TIMEOUT="1",
+        DB_APPLICATION_NAME=name,
+    ) as server:
+        async with admin.connect() as locker:
+            await locker.execute(text("LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
+            async with httpx.AsyncClient(base_url=server.url, timeout=0.3) as impatient:
+                requests = [impatient.get("/items") for _ in range(15)]
+                requests += [impatient.post("/items", json={"name": "gone"}) for _ in range(15)]
+                outcomes = await asyncio.gather(*requests, return_exceptions=True)
+            await locker.rollback()
+        assert all(isinstance(outcome, httpx.TimeoutException) for outcome in outcomes)
+
+        async with httpx.AsyncClient(base_url=server.url, timeout=5) as patient:
+            for _ in range(100):
+                pool = (await patient.get("/health/ready")).json()["pool"]
+                if pool["checked_out"] == 0:
+                    break
+                await asyncio.sleep(0.05)
+        idle_in_transaction = await app_sessions(admin, name, "idle in transaction")
+
+    print(
+        "after 30 impatient clients: checked out",
+        pool["checked_out"],
+        "idle in transaction",
+        idle_in_transaction,
+    )
+    assert pool["checked_out"] == 0
+    assert idle_in_transaction == 0
+
+
+async def max_connections(admin: AsyncEngine) -> int:
+    async with admin.connect() as connection:
+        return int((await connection.execute(text("SHOW max_connections"))).scalar_one())
+
+
+async def test_pools_larger_than_the_server_allows_are_reported(
+    admin: AsyncEngine, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    limit = await max_connections(admin)
+    too_many = settings.model_copy(update={"web_concurrency": limit, "db_pool_size": 1})
+
+    async with LifespanManager(create_app(too_many)):
+        pass
+
+    assert f"WEB_CONCURRENCY ({limit}) x (DB_POOL_SIZE + DB_MAX_OVERFLOW) (1)" in caplog.text
+    assert f"max_connections {limit}" in caplog.text
+
+
+async def test_strict_budget_refuses_to_start(admin: AsyncEngine, settings: Settings) -> None:
+    limit = await max_connections(admin)
+    strict = settings.model_copy(update={"db_pool_size": limit, "db_budget_strict": True})
+
+    with pytest.raises(ConnectionBudgetExceededError, match="DB_BUDGET_STRICT"):
+        async with LifespanManager(create_app(strict)):
+            pass
+
+
+async def test_pools_within_budget_start_quietly(
+    admin: AsyncEngine, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with LifespanManager(create_app(settings.model_copy(update={"db_budget_strict": True}))):
+        pass
+
+    assert "connection budget exceeded" not in caplog.text
+
+
+async def exercise(settings: Settings) -> list[str]:
+    """Every kind of answer the service gives, as text: to look for a secret in."""
+    app = create_app(settings)
+    async with (
+        LifespanManager(app),
+        AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        responses = [
+            await client.post("/items", json={"name": "probe"}),
+            await client.post("/items", json={"name": ""}),
+            await client.get("/items"),
+            await client.get("/items/999999"),
+            await client.get("/health/ready"),
+            await client.get("/metrics"),
+            await client.get("/openapi.json"),
+        ]
+    return [f"{response.headers}\n{response.text}" for response in responses]
+
+
+@pytest.mark.parametrize("password", ["right", "wrong"])
+async def test_database_password_never_leaves_the_service(
+    postgres_url: str, settings: Settings, caplog: pytest.LogCaptureFixture, password: str
+) -> None:
+    url = make_url(postgres_url)
+    if password == "wrong":
+        url = url.set(password=f"wrong-{uuid4().hex}")
+    secret = url.password
+    assert secret
+    if secret in {url.username, url.database, url.host}:
+        pytest.skip("the test database's password equals another part of its URL")
+    probe = Settings(
+        **{
+            **settings.model_dump(),
+            "database_url": url.render_as_string(hide_password=False),
+            "db_echo": True,
+        }
+    )
+
+    with caplog.at_level(logging.DEBUG):
+        answers = await exercise(probe)
+
+    assert all(secret not in answer for answer in answers)
+    assert secret not in caplog.text
+    assert secret not in repr(probe)
