@@ -15,12 +15,13 @@ from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI, Request
 from httpx import ASGITransport, AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.budget import ConnectionBudgetExceededError
+from {{ cookiecutter.package_name }}.database import reject_closed_connection
 from {{ cookiecutter.package_name }}.dependencies import Connection
 from {{ cookiecutter.package_name }}.gate import CheckoutGate, PoolExhaustedError
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -262,29 +263,38 @@ async def terminate_sessions(admin: AsyncEngine, application_name: str) -> int:
         return len(ended.all())
 
 
+@pytest.mark.parametrize("pre_ping", [False, True], ids=["closed-check", "pre-ping"])
 async def test_no_request_is_lost_after_every_backend_is_killed(
-    client: AsyncClient, running_app: FastAPI, admin: AsyncEngine, settings: Settings
+    admin: AsyncEngine, settings: Settings, pre_ping: bool
 ) -> None:
-    await asyncio.gather(*(client.get("/items") for _ in range(4)))
-    assert await terminate_sessions(admin, settings.db_application_name) >= 1
-
-    statuses = [(await client.get("/items")).status_code for _ in range(50)]
-
-    print("successes out of 50 after killing every backend:", statuses.count(200))
-    assert statuses == [200] * 50
-    values = metric_values((await client.get("/metrics")).text)
-    assert values["db_pool_connections_invalidated_total"] >= 1
-
-
-async def test_without_pre_ping_killed_backends_cost_requests_but_answer_503(
-    admin: AsyncEngine, settings: Settings
-) -> None:
-    """The counter-proof: DB_POOL_PRE_PING is what keeps the requests above alive."""
-    app = create_app(settings.model_copy(update={"db_pool_pre_ping": False}))
+    app = create_app(settings.model_copy(update={"db_pool_pre_ping": pre_ping}))
     async with (
         LifespanManager(app),
         AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client,
     ):
+        await asyncio.gather(*(client.get("/items") for _ in range(4)))
+        assert await terminate_sessions(admin, settings.db_application_name) >= 1
+
+        statuses = [(await client.get("/items")).status_code for _ in range(50)]
+        values = metric_values((await client.get("/metrics")).text)
+
+    print(f"successes out of 50 after killing every backend ({pre_ping=}):", statuses.count(200))
+    assert statuses == [200] * 50
+    assert values["db_pool_connections_invalidated_total"] >= 1
+
+
+async def test_without_the_closed_connection_check_killed_backends_answer_503(
+    admin: AsyncEngine, settings: Settings
+) -> None:
+    """The counter-proof: the checkout check is what keeps the requests above alive, and
+    when a dead connection does reach a request the answer is an honest 503, not a 500."""
+    app = create_app(settings)
+    async with (
+        LifespanManager(app),
+        AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        pool = app.state.database.engine.sync_engine.pool
+        event.remove(pool, "checkout", reject_closed_connection)
         await asyncio.gather(*(client.get("/items") for _ in range(4)))
         assert await terminate_sessions(admin, settings.db_application_name) >= 1
         statuses = [(await client.get("/items")).status_code for _ in range(10)]

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from weakref import WeakKeyDictionary
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, Pool, QueuePool, StaticPool
 
@@ -54,8 +56,22 @@ def engine_options(settings: Settings) -> dict[str, Any]:
 
 def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(settings.url, **engine_options(settings))
+    event.listen(engine.sync_engine.pool, "checkout", reject_closed_connection)
     CheckoutCounter.attach(engine)
     return engine
+
+
+def reject_closed_connection(dbapi_connection: Any, record: object, proxy: object) -> None:
+    """Swap a pooled connection the server has closed for a fresh one, at no round trip.
+
+    A restarted server or `pg_terminate_backend` closes the socket; asyncpg notices while the
+    connection sits idle in the pool. Raising DisconnectionError here makes the pool replace it
+    before the request sees it. DB_POOL_PRE_PING also catches connections that vanished silently
+    (a dropped network), at the cost of round trips on every checkout.
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if isinstance(driver, asyncpg.Connection) and driver.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 class CheckoutCounter:
