@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import anyio
+import asyncpg
 import pytest
 from fastapi import APIRouter, FastAPI, HTTPException
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import Message, Receive, Scope, Send
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.dependencies import Connection
+from {{ cookiecutter.package_name }}.dependencies import Connection, ReadConnection
 from {{ cookiecutter.package_name }}.models import Item
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -28,6 +30,25 @@ async def write_then_fail(how: str, connection: Connection) -> None:
     if how == "http":
         raise HTTPException(409, detail="conflict after a write")
     raise RuntimeError("handler crashed after a write")
+
+
+async def server_transaction_open(connection: AsyncConnection) -> bool:
+    """After a write: does the driver hold a transaction open (not SQLAlchemy's own view)?"""
+    await connection.execute(insert(Item).values(name="probe"))
+    driver = (await connection.get_raw_connection()).driver_connection
+    if isinstance(driver, asyncpg.Connection):
+        return driver.is_in_transaction()
+    return bool(driver.in_transaction)
+
+
+@probes.get("/in-transaction/read-only")
+async def read_only_transaction_state(connection: ReadConnection) -> bool:
+    return await server_transaction_open(connection)
+
+
+@probes.get("/in-transaction/read-write")
+async def read_write_transaction_state(connection: Connection) -> bool:
+    return await server_transaction_open(connection)
 
 
 @probes.get("/hold")
@@ -96,6 +117,14 @@ async def test_many_more_requests_than_connections_all_succeed(
 
     assert statuses == [404] * 10 + [409] * 10 + [200] * 20
     assert pool_of(running_app).checked_out == 0
+
+
+async def test_read_connection_runs_without_a_transaction_and_writes_in_one(
+    client: AsyncClient,
+) -> None:
+    """Reads skip BEGIN/COMMIT round trips; writes keep their all-or-nothing transaction."""
+    assert (await client.get("/probe/in-transaction/read-only")).json() is False
+    assert (await client.get("/probe/in-transaction/read-write")).json() is True
 
 
 async def test_connection_is_back_in_pool_before_response_is_sent(running_app: FastAPI) -> None:

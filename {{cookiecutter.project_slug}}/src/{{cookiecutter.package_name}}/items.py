@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import bindparam, delete, insert, select
 
-from .dependencies import Connection
+from .dependencies import Connection, ReadConnection
 from .models import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH, Item
 
 MAX_ID = 2**31 - 1  # the largest value of the INTEGER primary key on every supported database
@@ -62,7 +62,7 @@ async def create_item(item: ItemCreate, connection: Connection) -> ItemRead:
 
 @router.get("")
 async def list_items(
-    connection: Connection,
+    connection: ReadConnection,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[ItemRead]:
@@ -71,7 +71,7 @@ async def list_items(
 
 
 @router.get("/{item_id}")
-async def read_item(item_id: ItemId, connection: Connection) -> ItemRead:
+async def read_item(item_id: ItemId, connection: ReadConnection) -> ItemRead:
     row = (await connection.execute(SELECT_ONE, {"id": item_id})).mappings().one_or_none()
     if row is None:
         raise _not_found(item_id)
