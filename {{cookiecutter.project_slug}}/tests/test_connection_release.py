@@ -36,8 +36,9 @@ async def server_transaction_open(connection: AsyncConnection) -> bool:
     """After a write: does the driver hold a transaction open (not SQLAlchemy's own view)?"""
     await connection.execute(insert(Item).values(name="probe"))
     driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
     if isinstance(driver, asyncpg.Connection):
-        return driver.is_in_transaction()
+        return bool(driver.is_in_transaction())
     return bool(driver.in_transaction)
 
 
