@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -70,12 +71,15 @@ def migrated_database(database_url: str) -> str:
 
 @pytest.fixture
 def settings(migrated_database: str) -> Settings:
-    """Small pool and short timeout, so pool behaviour shows quickly."""
+    """Pool 2 + 0 and a 1 s wait, so pool behaviour shows quickly; a session name of its own
+    to find this test's server sessions in pg_stat_activity."""
     return Settings(
         database_url=migrated_database,
         db_pool_size=2,
         db_max_overflow=0,
-        db_pool_timeout=2,
+        db_pool_timeout=1,
+        ready_timeout=0.5,
+        db_application_name=f"test-{uuid4().hex[:12]}",
     )
 
 

@@ -51,19 +51,6 @@ async def statement_timeout(connection: Connection) -> None:
 
 
 @pytest.fixture
-def settings(migrated_database: str) -> Settings:
-    """Pool 2 + 0, a 1 s wait, and a session name of its own to find this app's backends."""
-    return Settings(
-        database_url=migrated_database,
-        db_pool_size=2,
-        db_max_overflow=0,
-        db_pool_timeout=1,
-        ready_timeout=0.5,
-        db_application_name=f"pressure-{uuid4().hex[:12]}",
-    )
-
-
-@pytest.fixture
 def app(settings: Settings) -> FastAPI:
     app = create_app(settings)
     app.include_router(probes)
