@@ -33,7 +33,13 @@ def is_in_memory_sqlite(url: URL) -> bool:
 
 def engine_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `create_async_engine`, limited to what the chosen pool accepts."""
-    options: dict[str, Any] = {"echo": settings.db_echo, "pool_pre_ping": settings.db_pool_pre_ping}
+    options: dict[str, Any] = {
+        "echo": settings.db_echo,
+        "pool_pre_ping": settings.db_pool_pre_ping,
+        # Reads need no BEGIN/COMMIT, and a pre-ping costs one round trip instead of three;
+        # the write dependency opens a real transaction (see dependencies.transaction).
+        "isolation_level": "AUTOCOMMIT",
+    }
     if settings.db_pool_mode == "null":
         options["poolclass"] = NullPool
     elif is_in_memory_sqlite(settings.url):
@@ -66,8 +72,8 @@ def reject_closed_connection(dbapi_connection: Any, record: object, proxy: objec
 
     A restarted server or `pg_terminate_backend` closes the socket; asyncpg notices while the
     connection sits idle in the pool. Raising DisconnectionError here makes the pool replace it
-    before the request sees it. DB_POOL_PRE_PING also catches connections that vanished silently
-    (a dropped network), at the cost of round trips on every checkout.
+    without the ping's round trip. The ping (DB_POOL_PRE_PING) still covers what this cannot see:
+    a close that has not reached the event loop yet, or a network that dropped silently.
     """
     driver = getattr(dbapi_connection, "driver_connection", None)
     if isinstance(driver, asyncpg.Connection) and driver.is_closed():

@@ -26,10 +26,15 @@ def route_of(request: Request) -> str:
 async def transaction(request: Request) -> AsyncIterator[AsyncConnection]:
     """Lend a connection inside one transaction: commit on success, roll back on any error.
 
-    The clean-up is shielded from cancellation, so a client that disconnects or a task that is
-    cancelled still gives the connection back to the pool.
+    The engine runs in autocommit mode; this switches the connection to the server's default
+    isolation level so that its statements form one transaction. The clean-up is shielded from
+    cancellation, so a client that disconnects or a task that is cancelled still gives the
+    connection back to the pool.
     """
     async with get_database(request).connection(route_of(request)) as connection:
+        await connection.execution_options(
+            isolation_level=connection.dialect.default_isolation_level
+        )
         try:
             yield connection
             await connection.commit()
@@ -46,7 +51,7 @@ async def read_only(request: Request) -> AsyncIterator[AsyncConnection]:
     `transaction`. Writes made through it are not rolled back: use `Connection` for those.
     """
     async with get_database(request).connection(route_of(request)) as connection:
-        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
 
 
 # scope="function": the connection is back in the pool before the response is sent.

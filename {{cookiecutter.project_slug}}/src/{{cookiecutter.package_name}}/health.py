@@ -46,7 +46,6 @@ async def ready(request: Request, response: Response) -> Readiness:
         with anyio.fail_after(timeout):
             # The queue gives up first, so that a busy pool reads as busy, not as unreachable.
             async with database.connection("readiness check", timeout * 0.8) as connection:
-                await connection.execution_options(isolation_level="AUTOCOMMIT")
                 await connection.execute(PING)
     except PoolExhaustedError:
         state = "busy"
