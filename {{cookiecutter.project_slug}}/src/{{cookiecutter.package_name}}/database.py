@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from uuid import uuid4
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
@@ -28,9 +29,31 @@ def is_in_memory_sqlite(url: URL) -> bool:
     )
 
 
+def unique_statement_name() -> str:
+    """A prepared statement name no other client of a shared server connection can be using."""
+    return f"__asyncpg_{uuid4().hex}__"
+
+
+def connect_args(settings: Settings) -> dict[str, Any]:
+    """Driver arguments; the migrations use them too, so they also work through PgBouncer."""
+    if not settings.db_pgbouncer:
+        return {}
+    # Transaction pooling hands each transaction any server connection: nothing prepared may
+    # outlive its transaction, and no name may collide with another client's statement.
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": unique_statement_name,
+    }
+
+
 def engine_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `create_async_engine`, limited to what the chosen pool accepts."""
-    options: dict[str, Any] = {"echo": settings.db_echo, "pool_pre_ping": settings.db_pool_pre_ping}
+    options: dict[str, Any] = {
+        "echo": settings.db_echo,
+        "pool_pre_ping": settings.db_pool_pre_ping,
+        "connect_args": connect_args(settings),
+    }
     if settings.db_pool_mode == "null":
         options["poolclass"] = NullPool
     elif is_in_memory_sqlite(settings.url):
