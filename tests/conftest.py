@@ -31,6 +31,14 @@ def postgres_url() -> str | None:
     return os.environ.get("TEST_DATABASE_URL")
 
 
+def find_pgbouncer() -> str | None:
+    """As the generated tests look for it: `PGBOUNCER`, PATH, or Debian's /usr/sbin."""
+    found = os.environ.get("PGBOUNCER") or shutil.which("pgbouncer")
+    if found:
+        return found
+    return "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").is_file() else None
+
+
 def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
 
@@ -120,6 +128,7 @@ def pytest_report_header() -> list[str]:
         f"python: {sys.executable}",
         f"bake venvs: {BAKE_VENVS}",
         f"TEST_DATABASE_URL set: {bool(postgres_url())}",
+        f"pgbouncer: {find_pgbouncer()}",
     ]
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from {{ cookiecutter.package_name }}.database import connect_args
 from {{ cookiecutter.package_name }}.models import Base
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -39,7 +40,10 @@ def do_run_migrations(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(Settings().url, poolclass=NullPool)
+    settings = Settings()
+    engine = create_async_engine(
+        settings.url, poolclass=NullPool, connect_args=connect_args(settings)
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(do_run_migrations)

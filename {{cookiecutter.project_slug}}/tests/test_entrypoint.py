@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -46,3 +48,34 @@ def test_serves_on_host_and_port_from_environment(migrated_database: str) -> Non
     assert ready.status_code == 200
     assert server.process.returncode == 0
     assert server.url in server.output
+
+
+def test_web_concurrency_workers_all_serve_and_stop_cleanly(migrated_database: str) -> None:
+    """Each worker is its own process with its own engine; SIGINT stops every one of them."""
+    workers = 2
+
+    def one_round(number: int) -> tuple[int, list[int]]:
+        # A fresh connection each time, so that any worker may accept it.
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            created = client.post("/items", json={"name": f"worker-{number}"})
+            fetched = client.get(f"/items/{created.json()['id']}")
+            live = client.get("/health/live")
+        return live.json()["pid"], [created.status_code, fetched.status_code, live.status_code]
+
+    pids: set[int] = set()
+    statuses: list[int] = []
+    with running_server(DATABASE_URL=migrated_database, WEB_CONCURRENCY=str(workers)) as server:
+        deadline = time.monotonic() + 30
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            while len(pids) < workers and time.monotonic() < deadline:
+                for pid, answered in pool.map(one_round, range(16)):
+                    pids.add(pid)
+                    statuses += answered
+    print(f"\nWEB_CONCURRENCY={workers}: {len(statuses)} responses from worker pids {sorted(pids)}")
+
+    assert len(pids) == workers, server.output
+    assert set(statuses) == {200, 201}
+    assert server.process.returncode == 0, server.output
+    assert server.output.count("Application shutdown complete") == workers
+    for pid in pids:
+        assert f"Finished server process [{pid}]" in server.output

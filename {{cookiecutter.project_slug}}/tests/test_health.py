@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from asgi_lifespan import LifespanManager
 from httpx import ASGITransport, AsyncClient
 from pydantic import SecretStr
@@ -26,7 +28,7 @@ async def test_live_answers_without_the_database(client: AsyncClient) -> None:
     response = await client.get("/health/live")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "pid": os.getpid()}
 
 
 async def test_ready_reports_database_and_pool(client: AsyncClient) -> None:

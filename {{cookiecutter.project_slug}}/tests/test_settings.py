@@ -23,6 +23,7 @@ VARIABLES = (
     "HOST",
     "PORT",
     "LOG_LEVEL",
+    "DB_PGBOUNCER",
     "WEB_CONCURRENCY",
 )
 
@@ -42,6 +43,7 @@ def test_defaults_are_the_template_answers() -> None:
     assert settings.db_pool_mode == "queue"
     assert settings.url.get_backend_name() == "{{ cookiecutter.database }}"
     assert (settings.host, settings.port, settings.log_level) == ("127.0.0.1", 8000, "info")
+    assert (settings.db_pgbouncer, settings.web_concurrency) == (False, 1)
 
 
 def test_every_variable_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,10 +60,11 @@ def test_every_variable_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
         "DB_BUDGET_STRICT": "yes",
         "DB_APPLICATION_NAME": "billing-worker",
         "READY_TIMEOUT": "0.5",
-        "WEB_CONCURRENCY": "4",
         "HOST": "0.0.0.0",
         "PORT": "9000",
         "LOG_LEVEL": "WARNING",
+        "DB_PGBOUNCER": "true",
+        "WEB_CONCURRENCY": "4",
     }
     for variable, value in values.items():
         monkeypatch.setenv(variable, value)
@@ -82,6 +85,7 @@ def test_every_variable_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
         9000,
         "warning",
     )
+    assert (settings.db_pgbouncer, settings.web_concurrency) == (True, 4)
 
 
 @pytest.mark.parametrize(
@@ -113,9 +117,11 @@ def test_plain_urls_get_the_async_driver(url: str, driver: str) -> None:
         ("DB_BUDGET_STRICT", "sometimes"),
         ("DB_APPLICATION_NAME", "x" * 64),
         ("READY_TIMEOUT", "0"),
-        ("WEB_CONCURRENCY", "0"),
         ("PORT", "70000"),
         ("LOG_LEVEL", "loud"),
+        ("DB_PGBOUNCER", "maybe"),
+        ("WEB_CONCURRENCY", "0"),
+        ("WEB_CONCURRENCY", "many"),
     ],
 )
 def test_bad_value_is_reported_by_variable_name(
@@ -128,6 +134,17 @@ def test_bad_value_is_reported_by_variable_name(
 
     message = describe_validation_error(caught.value)
     assert message.splitlines()[1].startswith(f"  {variable}: ")
+
+
+def test_pgbouncer_setting_is_refused_for_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "sqlite+aiosqlite:///./app.db")
+    monkeypatch.setenv("DB_PGBOUNCER", "true")
+
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)
+
+    message = describe_validation_error(caught.value)
+    assert message.splitlines()[1].startswith("  DB_PGBOUNCER: only applies to a PostgreSQL")
 
 
 def test_password_is_hidden_in_reprs_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:

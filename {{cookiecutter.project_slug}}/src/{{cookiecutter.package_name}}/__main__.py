@@ -26,6 +26,7 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        workers=settings.web_concurrency,
     )
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from uuid import uuid4
 from weakref import WeakKeyDictionary
 
 import asyncpg
@@ -31,6 +32,30 @@ def is_in_memory_sqlite(url: URL) -> bool:
     )
 
 
+def unique_statement_name() -> str:
+    """A prepared statement name no other client of a shared server connection can be using."""
+    return f"__asyncpg_{uuid4().hex}__"
+
+
+def connect_args(settings: Settings) -> dict[str, Any]:
+    """Driver arguments; the migrations use them too, so they also work through PgBouncer."""
+    if settings.url.get_backend_name() != "postgresql":
+        return {}
+    # Names the service's sessions in pg_stat_activity.
+    arguments: dict[str, Any] = {
+        "server_settings": {"application_name": settings.db_application_name}
+    }
+    if settings.db_pgbouncer:
+        # Transaction pooling hands each transaction any server connection: nothing prepared may
+        # outlive its transaction, and no name may collide with another client's statement.
+        arguments.update(
+            statement_cache_size=0,
+            prepared_statement_cache_size=0,
+            prepared_statement_name_func=unique_statement_name,
+        )
+    return arguments
+
+
 def engine_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `create_async_engine`, limited to what the chosen pool accepts."""
     options: dict[str, Any] = {
@@ -39,6 +64,7 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         # Reads need no BEGIN/COMMIT, and a pre-ping costs one round trip instead of three;
         # the write dependency opens a real transaction (see dependencies.transaction).
         "isolation_level": "AUTOCOMMIT",
+        "connect_args": connect_args(settings),
     }
     if settings.db_pool_mode == "null":
         options["poolclass"] = NullPool
@@ -52,11 +78,6 @@ def engine_options(settings: Settings) -> dict[str, Any]:
             pool_timeout=settings.db_pool_timeout,
             pool_recycle=settings.db_pool_recycle,
         )
-    if settings.url.get_backend_name() == "postgresql":
-        # Names the service's sessions in pg_stat_activity.
-        options["connect_args"] = {
-            "server_settings": {"application_name": settings.db_application_name}
-        }
     return options
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Literal
 
 import anyio
@@ -23,6 +24,7 @@ PING = text("SELECT 1")
 
 class Liveness(BaseModel):
     status: Literal["ok"]
+    pid: int  # which worker process answered (WEB_CONCURRENCY > 1 runs several)
 
 
 class Readiness(BaseModel):
@@ -33,7 +35,7 @@ class Readiness(BaseModel):
 
 @router.get("/health/live")
 async def live() -> Liveness:
-    return Liveness(status="ok")
+    return Liveness(status="ok", pid=os.getpid())
 
 
 @router.get("/health/ready", responses={503: {"model": Readiness}})

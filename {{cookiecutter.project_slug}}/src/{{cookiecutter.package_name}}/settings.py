@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: LogLevel = "info"
+    db_pgbouncer: bool = False
     web_concurrency: int = Field(default=1, ge=1)
 
     @field_validator("database_url", mode="after")
@@ -62,6 +63,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("db_pgbouncer", mode="after")
+    @classmethod
+    def _pgbouncer_needs_postgresql(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("database_url")
+        if value and url is not None and not url.get_secret_value().startswith("postgresql"):
+            raise ValueError(
+                "only applies to a PostgreSQL DATABASE_URL (PgBouncer pools PostgreSQL)"
+            )
+        return value
 
     @property
     def url(self) -> URL:
