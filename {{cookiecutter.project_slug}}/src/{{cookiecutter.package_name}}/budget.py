@@ -62,6 +62,11 @@ async def check_connection_budget(engine: AsyncEngine, settings: Settings) -> No
     """Warn (or refuse to start) when the pools could ask PostgreSQL for more than it allows."""
     if engine.dialect.name != "postgresql" or settings.db_pool_mode == "null":
         return
+    if settings.db_pgbouncer:
+        # The pools' connections count against PgBouncer's max_client_conn; only PgBouncer's
+        # own pools count against max_connections (see the README's "Scaling out").
+        logger.info("connection budget: not checked behind PgBouncer (DB_PGBOUNCER=true)")
+        return
     try:
         budget = await read_budget(engine, settings)
     except (SQLAlchemyError, OSError) as error:
