@@ -378,7 +378,9 @@ async def test_strict_budget_refuses_to_start(admin: AsyncEngine, settings: Sett
             pass
 
 
-async def test_budget_is_left_to_pgbouncer_behind_it(admin: AsyncEngine, settings: Settings) -> None:
+async def test_budget_is_left_to_pgbouncer_behind_it(
+    admin: AsyncEngine, settings: Settings
+) -> None:
     limit = await max_connections(admin)
     pooled = settings.model_copy(
         update={"db_pool_size": limit, "db_budget_strict": True, "db_pgbouncer": True}
