@@ -82,7 +82,9 @@ async def test_missing_item_is_404(client: AsyncClient, method: str) -> None:
     [{"limit": 0}, {"limit": 101}, {"limit": "ten"}, {"offset": -1}, {"limit": 2**63}],
     ids=["limit-0", "limit-101", "limit-text", "offset-negative", "limit-overflow"],
 )
-async def test_out_of_range_paging_is_422(client: AsyncClient, params: dict[str, object]) -> None:
+async def test_out_of_range_paging_is_422(
+    client: AsyncClient, params: dict[str, int | str]
+) -> None:
     assert (await client.get("/items", params=params)).status_code == 422
 
 
