@@ -22,5 +22,21 @@ def python_string(value: object) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+# What cookiecutter and cruft add about one particular run, not about the project.
+RUN_KEYS = frozenset(
+    {"_template", "_output_dir", "_repo_dir", "_checkout", "_commit", "__prompts__"}
+)
+
+
+def recorded_answers(context: dict[str, object]) -> str:
+    """The rendered context as a cookiecutter replay file, without what differs between runs.
+
+    `cookiecutter --replay-file .cookiecutter.json TEMPLATE` then bakes the same project again.
+    """
+    answers = {name: value for name, value in context.items() if name not in RUN_KEYS}
+    return json.dumps({"cookiecutter": answers}, ensure_ascii=False, indent=2, sort_keys=True)
+
+
 TomlStringFilter = simple_filter(toml_string)
 PythonStringFilter = simple_filter(python_string)
+RecordedAnswersFilter = simple_filter(recorded_answers)

@@ -114,6 +114,12 @@ def validate_author_email(email: str) -> None:
         raise AnswerError("author_email", email, "is not an email address", "jane@example.com")
 
 
+def validate_git_init(value: str) -> None:
+    # A replay file is not checked against the choices in cookiecutter.json: check here.
+    if value not in ("no", "yes"):
+        raise AnswerError("git_init", value, "must be 'yes' or 'no'", "yes")
+
+
 VALIDATORS: dict[str, Callable[[str], None]] = {
     "project_slug": validate_project_slug,
     "package_name": validate_package_name,
@@ -122,6 +128,7 @@ VALIDATORS: dict[str, Callable[[str], None]] = {
     "max_overflow": validate_max_overflow,
     "pool_timeout": validate_pool_timeout,
     "author_email": validate_author_email,
+    "git_init": validate_git_init,
 }
 SINGLE_LINE_ANSWERS = ("project_name", "description", "author_name")
 

@@ -43,6 +43,15 @@ def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
 
 
+def project_files(project: Path) -> dict[str, bytes]:
+    """Every file of a baked project by relative path, leaving out git's own repository."""
+    return {
+        path.relative_to(project).as_posix(): path.read_bytes()
+        for path in sorted(project.rglob("*"))
+        if path.is_file() and ".git" not in path.relative_to(project).parts
+    }
+
+
 def find_python(version: str) -> str | None:
     """An interpreter for `version`: on PATH, or installed by pyenv."""
     candidates = [shutil.which(f"python{version}")]
@@ -64,7 +73,9 @@ class BakeEnvironment:
         self.python = path / "bin" / "python"
         self.bin = path / "bin"
         self.interpreter = interpreter
+        self.mypy_cache = path / "mypy-cache"
         self.has_dependencies = False
+        self.installed: Path | None = None
 
     def create(self) -> None:
         if not self.python.exists():
@@ -77,6 +88,8 @@ class BakeEnvironment:
         assert result.returncode == 0, result.stdout + result.stderr
 
     def install(self, project: Path) -> None:
+        if self.installed == project:
+            return
         if not self.has_dependencies:
             self.pip("install", "--quiet", f"{project}[dev]")
             self.has_dependencies = True
@@ -88,6 +101,14 @@ class BakeEnvironment:
             "--force-reinstall",
             str(project),
         )
+        self.installed = project
+
+    def run(self, *command: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """A command with this environment's tools first on PATH, as if it were activated."""
+        environment = {**os.environ, **kwargs.pop("env", {})}
+        environment["PATH"] = f"{self.bin}{os.pathsep}{environment.get('PATH', '')}"
+        environment["VIRTUAL_ENV"] = str(self.path)
+        return run(list(command), env=environment, **kwargs)
 
 
 class BakeEnvironments:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import subprocess
@@ -11,7 +12,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import dockerfile
 import pytest
+import yaml
 from conftest import (
     ROOT,
     SUITE_SUMMARIES,
@@ -19,6 +22,7 @@ from conftest import (
     BakeEnvironments,
     check_answer_names,
     find_pgbouncer,
+    project_files,
     run,
     variant_id,
 )
@@ -27,7 +31,7 @@ from cookiecutter.exceptions import FailedHookException
 # Each value of each answer at least once; the names are checked against cookiecutter.json.
 SUPPORTED: list[dict[str, str]] = [
     {},
-    {"database": "postgresql", "pool_size": "10"},
+    {"database": "postgresql", "pool_size": "10", "git_init": "yes"},
     {
         "project_name": "Billing API",
         "python_version": "3.13",
@@ -76,7 +80,8 @@ ALLOWED_SKIPS = {
     "sqlite": ("PgBouncer tests need", "needs PostgreSQL"),
 }
 SKIP_REASON = re.compile(r"^SKIPPED \[\d+\] [^:]+:\d+: (.*)$", re.MULTILINE)
-TEMPLATE_MARKER = re.compile(r"(?<!\$)\{\{|\{%|cookiecutter\.")
+# `.cookiecutter.json`, the recorded answers, is a file name, not a leftover.
+TEMPLATE_MARKER = re.compile(r"(?<!\$)\{\{|\{%|\bcookiecutter\.(?!json\b)")
 
 
 def answer(result: Any, name: str) -> str:
@@ -92,8 +97,16 @@ def baked(request: pytest.FixtureRequest, cookies_session: Any) -> Any:
 def test_answer_lists_name_only_real_answers() -> None:
     for answers in [*SUPPORTED, *(answers for answers, _ in REJECTED)]:
         check_answer_names(answers)
-    for choice in TEMPLATE_ANSWERS["database"]:
-        assert any(answers.get("database", "sqlite") == choice for answers in SUPPORTED)
+    choices = {
+        name: values
+        for name, values in TEMPLATE_ANSWERS.items()
+        if not name.startswith("_") and isinstance(values, list)
+    }
+    for name, values in choices.items():
+        for choice in values:
+            assert any(answers.get(name, values[0]) == choice for answers in SUPPORTED), (
+                f"{name}={choice} is never baked"
+            )
 
 
 def test_every_answer_has_a_readable_prompt() -> None:
@@ -111,14 +124,159 @@ def test_bakes_without_error(baked: Any) -> None:
 
 def test_no_template_syntax_is_left(baked: Any) -> None:
     leftovers = [
-        f"{path.relative_to(baked.project_path)}:{number}"
-        for path in baked.project_path.rglob("*")
-        if path.is_file()
-        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        f"{name}:{number}"
+        for name, content in project_files(baked.project_path).items()
+        for number, line in enumerate(content.decode().splitlines(), start=1)
         if TEMPLATE_MARKER.search(line)
     ]
 
     assert leftovers == []
+
+
+def test_only_the_files_that_apply_are_kept(baked: Any) -> None:
+    project = baked.project_path
+
+    assert (project / "compose.yaml").is_file() == (answer(baked, "database") == "postgresql")
+    assert (project / ".git").is_dir() == (answer(baked, "git_init") == "yes")
+    for name in (
+        "Dockerfile",
+        ".dockerignore",
+        "Makefile",
+        ".env.example",
+        ".editorconfig",
+        ".gitignore",
+        ".pre-commit-config.yaml",
+        ".github/workflows/ci.yml",
+        ".cookiecutter.json",
+    ):
+        assert (project / name).is_file(), name
+
+
+def test_git_init_commits_only_when_git_knows_the_author(baked: Any) -> None:
+    project = baked.project_path
+    if answer(baked, "git_init") == "no":
+        assert not (project / ".git").exists()
+        return
+    knows_author = all(
+        run(["git", "config", "--get", key], cwd=project).stdout.strip()
+        for key in ("user.name", "user.email")
+    )
+
+    head = run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=project)
+    status = run(["git", "status", "--porcelain"], cwd=project).stdout
+
+    assert (head.returncode == 0) == knows_author
+    if knows_author:
+        assert status == ""
+
+
+def test_yaml_files_parse(baked: Any) -> None:
+    names = [name for name in project_files(baked.project_path) if name.endswith((".yml", ".yaml"))]
+
+    assert ".github/workflows/ci.yml" in names
+    for name in names:
+        assert isinstance(yaml.safe_load((baked.project_path / name).read_text()), dict), name
+
+
+def test_ci_workflow_lints_migrates_and_tests_on_postgresql(baked: Any) -> None:
+    workflow = yaml.safe_load((baked.project_path / ".github/workflows/ci.yml").read_text())
+    # PyYAML reads the key `on` as True (YAML 1.1).
+    triggers = workflow.get("on", workflow.get(True))
+    (job,) = workflow["jobs"].values()
+    (service,) = job["services"].values()
+    database = service["env"]["POSTGRES_DB"]
+    runs = [step["run"] for step in job["steps"] if "run" in step]
+    python = next(step for step in job["steps"] if "setup-python" in step.get("uses", ""))
+    migrate = next(step for step in job["steps"] if "alembic" in step.get("run", ""))
+
+    assert {"push", "pull_request"} <= set(triggers)
+    assert service["image"].split(":")[0] == "postgres"
+    assert "5432:5432" in service["ports"]
+    assert "pg_isready" in service["options"]
+    assert job["env"]["REQUIRE_POSTGRES"] == "1"
+    assert job["env"]["TEST_DATABASE_URL"].startswith("postgresql+asyncpg://")
+    assert job["env"]["TEST_DATABASE_URL"].endswith(f"@127.0.0.1:5432/{database}")
+    assert migrate["env"]["DATABASE_URL"] == job["env"]["TEST_DATABASE_URL"]
+    assert str(python["with"]["python-version"]) == answer(baked, "python_version")
+    assert runs == [
+        "pip install '.[dev]'",
+        "python -m ruff check .",
+        "python -m ruff format --check .",
+        "python -m mypy",
+        "python -m alembic upgrade head",
+        "python -m pytest",
+    ]
+
+
+def test_compose_runs_the_service_with_postgresql_and_optional_pgbouncer(baked: Any) -> None:
+    if answer(baked, "database") != "postgresql":
+        assert not (baked.project_path / "compose.yaml").exists()
+        assert "compose" not in (baked.project_path / "README.md").read_text()
+        return
+    compose = yaml.safe_load((baked.project_path / "compose.yaml").read_text())
+    services = compose["services"]
+    db, app, migrate, pgbouncer = (services[name] for name in ("db", "app", "migrate", "pgbouncer"))
+    credentials = db["environment"]
+    url = (
+        f"postgresql+asyncpg://{credentials['POSTGRES_USER']}:{credentials['POSTGRES_PASSWORD']}"
+        f"@{{host}}:5432/{credentials['POSTGRES_DB']}"
+    )
+
+    assert db["image"].split(":")[0] == "postgres"
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    assert migrate["build"] == app["build"] == "."
+    assert migrate["command"] == ["python", "-m", "alembic", "upgrade", "head"]
+    assert migrate["environment"]["DATABASE_URL"] == url.format(host="db")
+    assert migrate["depends_on"]["db"]["condition"] == "service_healthy"
+    assert app["environment"]["DATABASE_URL"] == url.format(host="${DATABASE_HOST:-db}")
+    assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert app["depends_on"]["pgbouncer"]["required"] is False
+    assert "profiles" not in app
+    assert "profiles" not in db
+    assert pgbouncer["profiles"] == ["pgbouncer"]
+    assert pgbouncer["environment"]["DB_HOST"] == "db"
+    assert pgbouncer["environment"]["POOL_MODE"] == "transaction"
+
+
+def test_dockerfile_builds_a_slim_non_root_image_without_dev_tools(baked: Any) -> None:
+    arguments, stages = dockerfile.parse(baked.project_path / "Dockerfile")
+    build, runtime = stages
+    runs = " ".join(instruction.arguments for instruction in build.all("RUN"))
+    environment = runtime.environment()
+    (healthcheck,) = runtime.all("HEALTHCHECK")
+    (user,) = runtime.all("USER")
+    (cmd,) = runtime.all("CMD")
+    ignored = (baked.project_path / ".dockerignore").read_text().split()
+
+    assert arguments["PYTHON_VERSION"] == answer(baked, "python_version")
+    assert build.base == runtime.base == "python:${PYTHON_VERSION}-slim"
+    assert build.name == "build"
+    assert "pip install ." in runs
+    assert "[dev]" not in (baked.project_path / "Dockerfile").read_text()
+    assert all(not instruction.arguments.startswith("--from") for instruction in build.all("COPY"))
+    assert ("/opt/venv", "/opt/venv", {"from": "build"}) in [
+        (sources[0], destination, options) for sources, destination, options in runtime.copies()
+    ]
+    assert user.arguments not in ("root", "0")
+    assert environment["HOST"] == "0.0.0.0"
+    assert environment["PATH"].startswith("/opt/venv/bin:")
+    assert cmd.command() == ["python", "-m", answer(baked, "package_name")]
+    assert "/health/live" in healthcheck.arguments
+    assert " CMD " in f" {healthcheck.arguments} "
+    for sources, _, options in build.copies() + runtime.copies():
+        if "from" not in options:
+            assert not set(sources) & set(ignored), sources
+
+
+def test_makefile_targets_are_the_documented_commands(baked: Any) -> None:
+    readme = (baked.project_path / "README.md").read_text()
+    documented = dict(re.findall(r"^\| `make (\w+)` \| `([^`]+)` \|$", readme, flags=re.MULTILINE))
+
+    assert set(documented) == {"run", "test", "lint", "typecheck", "format", "migrate"}
+    for target, command in documented.items():
+        dry_run = run(["make", "--no-print-directory", "-n", target], cwd=baked.project_path)
+        assert dry_run.returncode == 0, dry_run.stderr
+        assert " && ".join(dry_run.stdout.strip().splitlines()) == command
 
 
 def test_pyproject_says_what_the_answers_say(baked: Any) -> None:
@@ -180,6 +338,55 @@ def test_ruff_passes(baked: Any) -> None:
 
     assert check.returncode == 0, check.stdout
     assert formatted.returncode == 0, formatted.stdout
+
+
+def test_mypy_strict_passes(baked: Any, bake_environments: BakeEnvironments) -> None:
+    environment = bake_environments.for_version(answer(baked, "python_version"))
+    environment.install(baked.project_path)
+    mypy = tomllib.loads((baked.project_path / "pyproject.toml").read_text())["tool"]["mypy"]
+
+    result = run(
+        [str(environment.python), "-m", "mypy", "--cache-dir", str(environment.mypy_cache)],
+        cwd=baked.project_path,
+        timeout=600,
+    )
+
+    assert mypy["strict"] is True
+    assert {"src", "tests", "migrations"} <= set(mypy["files"])
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.startswith("Success: no issues found")
+
+
+def test_recorded_answers_bake_the_same_project_again(baked: Any, tmp_path: Path) -> None:
+    recorded = json.loads((baked.project_path / ".cookiecutter.json").read_text())["cookiecutter"]
+    config = tmp_path / "cookiecutter-config.yaml"
+    config.write_text(
+        f"cookiecutters_dir: {tmp_path / 'cookiecutters'}\nreplay_dir: {tmp_path / 'replay'}\n"
+    )
+
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            "--config-file",
+            str(config),
+            "--replay-file",
+            str(baked.project_path / ".cookiecutter.json"),
+            "--output-dir",
+            str(tmp_path / "again"),
+            str(ROOT),
+        ],
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    for name in (name for name in TEMPLATE_ANSWERS if not name.startswith("_")):
+        assert recorded[name] == baked.context[name]
+    assert not {"_output_dir", "_repo_dir", "_template", "_checkout"} & set(recorded)
+    again = tmp_path / "again" / answer(baked, "project_slug")
+    assert project_files(again) == project_files(baked.project_path)
 
 
 def test_generated_test_suite_passes(
@@ -266,3 +473,21 @@ def test_command_line_answers_reach_the_project(tmp_path: Path) -> None:
     settings = (tmp_path / "my-service" / "src" / "my_service" / "settings.py").read_text()
     assert "db_pool_size: int = Field(default=10," in settings
     assert 'DEFAULT_DATABASE_URL = "postgresql+asyncpg://' in settings
+
+
+def test_template_workflow_runs_the_tests_on_postgresql_for_every_baked_python() -> None:
+    workflow = yaml.safe_load((ROOT / ".github/workflows/test.yml").read_text())
+    (job,) = workflow["jobs"].values()
+    (service,) = job["services"].values()
+    python = next(step for step in job["steps"] if "setup-python" in step.get("uses", ""))
+    versions = python["with"]["python-version"].split()
+    baked_versions = {
+        answers.get("python_version", TEMPLATE_ANSWERS["python_version"]) for answers in SUPPORTED
+    }
+
+    assert service["image"].split(":")[0] == "postgres"
+    assert job["env"]["REQUIRE_POSTGRES"] == "1"
+    assert job["env"]["TEST_DATABASE_URL"].startswith("postgresql+asyncpg://")
+    assert baked_versions <= set(versions)
+    assert versions[-1] == TEMPLATE_ANSWERS["python_version"]
+    assert [step["run"] for step in job["steps"] if "run" in step] == ["scripts/test"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import post_gen_project
 import pre_gen_project
 import pytest
 
-from local_extensions import python_string, toml_string
+from local_extensions import python_string, recorded_answers, toml_string
 
 DEFAULT_ANSWERS = {
     "project_name": "My Service",
@@ -24,6 +26,7 @@ DEFAULT_ANSWERS = {
     "pool_size": "5",
     "max_overflow": "5",
     "pool_timeout": "5",
+    "git_init": "no",
 }
 
 
@@ -51,6 +54,7 @@ def test_all_bad_answers_are_reported_together() -> None:
         ("max_overflow", "0"),
         ("pool_timeout", "0.25"),
         ("author_email", "a.b@example.co.uk"),
+        ("git_init", "yes"),
     ],
 )
 def test_good_answers_are_accepted(answer: str, value: str) -> None:
@@ -75,6 +79,26 @@ def test_python_string_filter_prefers_the_quote_that_needs_no_escape() -> None:
     assert python_string("it's") == '"it\'s"'
 
 
+def test_recorded_answers_leave_out_what_differs_between_runs() -> None:
+    kept = {
+        **DEFAULT_ANSWERS,
+        "__default_database_url": "sqlite+aiosqlite:///./my_service.db",
+        "_extensions": ["local_extensions.TomlStringFilter"],
+    }
+    per_run = {
+        "_template": "gh:someone/template",
+        "_output_dir": "/home/someone/projects",
+        "_repo_dir": "/home/someone/.cookiecutters/template",
+        "_checkout": None,
+        "_commit": "0123abcd",
+        "__prompts__": {"project_name": "Project name"},
+    }
+
+    recorded = json.loads(recorded_answers({**kept, **per_run}))
+
+    assert recorded == {"cookiecutter": kept}
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_next_steps_name_the_commands(database: str) -> None:
     steps = post_gen_project.next_steps({**DEFAULT_ANSWERS, "database": database})
@@ -83,6 +107,92 @@ def test_next_steps_name_the_commands(database: str) -> None:
     assert "python -m my_service" in steps
     assert "python -m pytest" in steps
     assert ("TEST_DATABASE_URL" in steps) == (database == "postgresql")
+
+
+def test_git_init_must_be_yes_or_no() -> None:
+    """A replay file is not checked against cookiecutter.json's choices, so the hook checks."""
+    errors = pre_gen_project.find_errors({**DEFAULT_ANSWERS, "git_init": "maybe"})
+
+    assert [error.answer for error in errors] == ["git_init"]
+
+
+@pytest.mark.parametrize(
+    ("database", "removed"), [("sqlite", ["compose.yaml"]), ("postgresql", [])]
+)
+def test_compose_file_is_only_kept_for_postgresql(database: str, removed: list[str]) -> None:
+    answers = {**DEFAULT_ANSWERS, "database": database}
+
+    assert post_gen_project.files_that_do_not_apply(answers) == removed
+
+
+def test_next_steps_offer_compose_only_where_it_is_baked() -> None:
+    for database in ("sqlite", "postgresql"):
+        steps = post_gen_project.next_steps({**DEFAULT_ANSWERS, "database": database})
+        assert ("docker compose up" in steps) == (database == "postgresql")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("# Project\n")
+    return project
+
+
+def git_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str) -> None:
+    """Only this file configures git: no system or user configuration leaks in."""
+    config = tmp_path / "gitconfig"
+    config.write_text(content)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for variable in ("NAME", "EMAIL"):
+        for role in ("AUTHOR", "COMMITTER"):
+            monkeypatch.delenv(f"GIT_{role}_{variable}", raising=False)
+
+
+def git_output(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *arguments], cwd=project, capture_output=True, text=True, check=False
+    )
+
+
+def test_git_init_commits_everything_when_git_knows_the_author(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    git_config(tmp_path, monkeypatch, "[user]\n\tname = Jane\n\temail = jane@example.com\n")
+
+    message = post_gen_project.init_git_repository(project)
+
+    assert "first commit" in message
+    assert git_output(project, "log", "--format=%an %s").stdout.strip() == (
+        f"Jane {post_gen_project.INITIAL_COMMIT_MESSAGE}"
+    )
+    assert git_output(project, "status", "--porcelain").stdout == ""
+    assert git_output(project, "branch", "--show-current").stdout.strip() == "main"
+
+
+def test_git_init_without_an_author_leaves_the_commit_to_the_user(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    git_config(tmp_path, monkeypatch, "")
+
+    message = post_gen_project.init_git_repository(project)
+
+    assert (project / ".git").is_dir()
+    assert git_output(project, "rev-parse", "--verify", "--quiet", "HEAD").returncode != 0
+    assert "user.name" in message
+    assert "git commit" in message
+
+
+def test_missing_git_does_not_fail_the_bake(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools-here"))
+
+    message = post_gen_project.init_git_repository(project)
+
+    assert "git was not found" in message
+    assert not (project / ".git").exists()
 
 
 def test_hooks_are_rendered_only_in_main() -> None:

@@ -65,8 +65,11 @@ class PgBouncer:
         database = self.server.database or ""
         lines = [
             "[databases]",
-            f"{database} = host={self.server.host or '127.0.0.1'} port={self.server.port or 5432}"
-            f" dbname={database} application_name={self.application_name}",
+            (
+                f"{database} = host={self.server.host or '127.0.0.1'}"
+                f" port={self.server.port or 5432}"
+                f" dbname={database} application_name={self.application_name}"
+            ),
             "[pgbouncer]",
             "listen_addr = 127.0.0.1",
             f"listen_port = {self.port}",
@@ -107,12 +110,13 @@ class PgBouncer:
         while True:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"PgBouncer did not start:\n{self.log_text()}") from None
                 time.sleep(0.05)
+            else:
+                return
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -88,7 +88,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
-def reject_closed_connection(dbapi_connection: Any, record: object, proxy: object) -> None:
+def reject_closed_connection(dbapi_connection: Any, _record: object, _proxy: object) -> None:
     """Swap a pooled connection the server has closed for a fresh one, at no round trip.
 
     A restarted server or `pg_terminate_backend` closes the socket; asyncpg notices while the
@@ -129,12 +129,11 @@ class CheckoutCounter:
         self.checked_out -= 1
 
 
-def pool_capacity(engine: AsyncEngine) -> int | None:
+def pool_capacity(engine: AsyncEngine, settings: Settings) -> int | None:
     """How many connections the pool can lend at once; None when it sets no limit."""
     pool = engine.sync_engine.pool
     if isinstance(pool, QueuePool):
-        overflow: int = pool._max_overflow
-        return None if overflow < 0 else pool.size() + overflow
+        return settings.db_pool_size + settings.db_max_overflow
     return 1 if isinstance(pool, StaticPool) else None
 
 

@@ -28,7 +28,7 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = create_engine(settings)
-        self.gate = CheckoutGate(pool_capacity(self.engine))
+        self.gate = CheckoutGate(pool_capacity(self.engine, settings))
         self.metrics = PoolMetrics(self.status)
         self.metrics.watch(self.engine)
 

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
 
     @field_validator("db_pgbouncer", mode="after")
     @classmethod
-    def _pgbouncer_needs_postgresql(cls, value: bool, info: ValidationInfo) -> bool:
+    def _pgbouncer_needs_postgresql(cls, value: bool, info: ValidationInfo) -> bool:  # noqa: FBT001
         url = info.data.get("database_url")
         if value and url is not None and not url.get_secret_value().startswith("postgresql"):
             raise ValueError(
