@@ -199,6 +199,7 @@ def test_ci_workflow_lints_migrates_and_tests_on_postgresql(baked: Any) -> None:
     assert migrate["env"]["DATABASE_URL"] == job["env"]["TEST_DATABASE_URL"]
     assert str(python["with"]["python-version"]) == answer(baked, "python_version")
     assert runs == [
+        "sudo apt-get update && sudo apt-get install -y pgbouncer",
         "pip install '.[dev]'",
         "python -m ruff check .",
         "python -m ruff format --check .",

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.database import create_engine
+from {{ cookiecutter.package_name }}.database import create_engine, engine_options
 from {{ cookiecutter.package_name }}.settings import Settings
 
 
@@ -78,3 +78,13 @@ async def test_null_pool_mode_opens_a_connection_per_checkout(settings: Settings
         "overflow": 0,
         "waiting": 0,
     }
+
+
+@pytest.mark.parametrize(("pgbouncer", "level"), [(False, "AUTOCOMMIT"), (True, None)])
+def test_reads_autocommit_except_behind_pgbouncer(pgbouncer: bool, level: str | None) -> None:
+    """Behind a transaction pooler a statement's prepare and execute must share a transaction."""
+    settings = Settings(
+        _env_file=None, database_url="postgresql+asyncpg://u:p@db/app", db_pgbouncer=pgbouncer
+    )
+
+    assert engine_options(settings)["isolation_level"] == level

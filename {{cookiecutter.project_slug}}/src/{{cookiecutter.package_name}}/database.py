@@ -56,14 +56,22 @@ def connect_args(settings: Settings) -> dict[str, Any]:
     return arguments
 
 
+def isolation_level(settings: Settings) -> str | None:
+    """AUTOCOMMIT: reads need no BEGIN/COMMIT and a pre-ping costs one round trip, not three;
+    the write dependency opens a real transaction (see dependencies.transaction).
+
+    Not behind PgBouncer: asyncpg prepares a statement and runs it in separate messages, and
+    outside a transaction, transaction pooling may hand those to different server connections.
+    """
+    return None if settings.db_pgbouncer else "AUTOCOMMIT"
+
+
 def engine_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `create_async_engine`, limited to what the chosen pool accepts."""
     options: dict[str, Any] = {
         "echo": settings.db_echo,
         "pool_pre_ping": settings.db_pool_pre_ping,
-        # Reads need no BEGIN/COMMIT, and a pre-ping costs one round trip instead of three;
-        # the write dependency opens a real transaction (see dependencies.transaction).
-        "isolation_level": "AUTOCOMMIT",
+        "isolation_level": isolation_level(settings),
         "connect_args": connect_args(settings),
     }
     if settings.db_pool_mode == "null":

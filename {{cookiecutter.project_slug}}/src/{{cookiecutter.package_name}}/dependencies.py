@@ -48,7 +48,8 @@ async def read_only(request: Request) -> AsyncIterator[AsyncConnection]:
     """Lend a connection in autocommit mode, for handlers that only read.
 
     Each statement is its own transaction, which saves the BEGIN and COMMIT round trips of
-    `transaction`. Writes made through it are not rolled back: use `Connection` for those.
+    `transaction` (behind PgBouncer, with DB_PGBOUNCER, reads keep a transaction: see
+    database.isolation_level). Writes made through it may not be rolled back: use `Connection`.
     """
     async with get_database(request).connection(route_of(request)) as connection:
         yield connection
