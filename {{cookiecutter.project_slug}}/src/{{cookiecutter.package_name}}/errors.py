@@ -8,7 +8,8 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from .gate import DatabaseUnavailableError, PoolExhaustedError
+from .gate import PoolExhaustedError
+from .pool import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 1

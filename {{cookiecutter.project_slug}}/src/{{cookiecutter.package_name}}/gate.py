@@ -21,10 +21,6 @@ class PoolExhaustedError(Exception):
         self.waited = waited
 
 
-class DatabaseUnavailableError(Exception):
-    """The pool could not open a connection: the server is down, unreachable or refuses us."""
-
-
 class CheckoutGate:
     def __init__(self, capacity: int | None) -> None:
         """`capacity` None admits everyone (pools without a size limit, such as NullPool)."""

@@ -15,7 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .database import PoolStatus
 from .dependencies import get_database
-from .gate import DatabaseUnavailableError, PoolExhaustedError
+from .gate import PoolExhaustedError
+from .pool import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])

@@ -15,11 +15,15 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .database import PoolStatus, create_engine, pool_capacity, pool_status
-from .gate import CheckoutGate, DatabaseUnavailableError, PoolExhaustedError
+from .gate import CheckoutGate, PoolExhaustedError
 from .metrics import PoolMetrics
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+class DatabaseUnavailableError(Exception):
+    """The pool could not open a connection: the server is down, unreachable or refuses us."""
 
 
 class Database:
