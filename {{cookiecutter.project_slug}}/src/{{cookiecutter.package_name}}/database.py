@@ -92,7 +92,8 @@ def engine_options(settings: Settings) -> dict[str, Any]:
 def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(settings.url, **engine_options(settings))
     event.listen(engine.sync_engine.pool, "checkout", reject_closed_connection)
-    CheckoutCounter.attach(engine)
+    if not isinstance(engine.sync_engine.pool, QueuePool):
+        CheckoutCounter.attach(engine)
     return engine
 
 
