@@ -49,7 +49,8 @@ def find_python(version: str) -> str | None:
 
 class BakeEnvironment:
     """A virtual environment shared by every bake for one Python version: the first bake brings
-    the dependencies (the same for every variant), each later one installs only itself."""
+    the dependencies (the same for every variant, with the `bench` extra), each later one installs
+    only itself."""
 
     def __init__(self, path: Path, interpreter: str) -> None:
         self.path = path
@@ -70,7 +71,7 @@ class BakeEnvironment:
 
     def install(self, project: Path) -> None:
         if not self.has_dependencies:
-            self.pip("install", "--quiet", f"{project}[dev]")
+            self.pip("install", "--quiet", f"{project}[dev,bench]")
             self.has_dependencies = True
         self.pip(
             "install",
@@ -112,6 +113,17 @@ def require_postgres() -> str:
     reason = "PostgreSQL bakes need TEST_DATABASE_URL (scripts/test sets it up)"
     if os.environ.get("REQUIRE_POSTGRES") == "1":
         pytest.fail(f"{reason}; REQUIRE_POSTGRES=1 makes this a failure")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def require_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk:
+        return wrk
+    reason = "the benchmark test needs wrk (apt-get install wrk; .ci/run installs it)"
+    if os.environ.get("REQUIRE_WRK") == "1":
+        pytest.fail(f"{reason}; REQUIRE_WRK=1 makes this a failure")
     pytest.skip(reason)
 
 
