@@ -1,6 +1,7 @@
-"""The generated project's benchmark runs (for a second per point) and writes what it promises.
+"""The generated project's benchmark and this repository's comparison run work end to end, for a
+second per point, and write what they promise.
 
-It measures nothing here: figures come from full-length runs (`python -m <package>.bench` in a
+They measure nothing here: figures come from full-length runs (`python -m <package>.bench` in a
 project, `scripts/compare` in this repository), never from a timed test.
 """
 
@@ -13,18 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BakeEnvironment, BakeEnvironments, run
+from conftest import ROOT, BakeEnvironment, BakeEnvironments, run
 
 SWEEP = ["pool 1", "pool 2", "pool 5", "pool 10", "pool 20", "pool 40", "no pool (null)"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def project(cookies_session: Any, bake_environments: BakeEnvironments) -> Path:
-    """The default (SQLite) bake, installed with its `bench` extra."""
+def project(cookies_session: Any) -> Path:
+    """The default (SQLite) bake."""
     result = cookies_session.bake(extra_context={})
     assert result.exit_code == 0, result.exception
-    bake_environments.for_version("3.11").install(result.project_path)
     return Path(result.project_path)
 
 
@@ -42,6 +42,7 @@ def run_bench(
         if not key.startswith("DB_") and key not in {"DATABASE_URL", "TEST_DATABASE_URL"}
     }
     variables.update(DATABASE_URL=f"sqlite+aiosqlite:///{out / 'bench.db'}", PATH=path)
+    environment.install(project)
     command = [str(environment.python), "-m", "my_service.bench", "--duration", "1"]
     command += ["--warmup", "0", "--out", str(out), *arguments]
     return run(command, cwd=project, env=variables, timeout=600)
@@ -111,3 +112,40 @@ def test_benchmark_asked_for_wrk_without_wrk_fails_with_the_install_hint(
     assert result.returncode != 0
     assert "apt-get install wrk" in result.stderr
     assert not (tmp_path / "pool-sweep.csv").exists()
+
+
+def test_comparison_run_reports_every_target_and_the_ratios(
+    cookies_session: Any,
+    bake_environments: BakeEnvironments,
+    tmp_path: Path,
+    require_postgres: str,
+    require_wrk: str,
+) -> None:
+    baked = cookies_session.bake(extra_context={"database": "postgresql"})
+    environment = bake_environments.for_version("3.11")
+    environment.install(baked.project_path)
+    variables = {key: value for key, value in os.environ.items() if not key.startswith("DB_")}
+    variables["DATABASE_URL"] = require_postgres
+
+    command = [str(environment.python), str(ROOT / "bench" / "compare.py")]
+    command += ["--project", str(baked.project_path), "--rounds", "1", "--duration", "1"]
+    command += ["--warmup", "0", "--out", str(tmp_path)]
+
+    result = run(command, env=variables, timeout=600)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for label in (
+        "(a) Starlette",
+        "(b) FastAPI",
+        "(c) typical",
+        "(d) baked service",
+        "(d) baked, DB",
+    ):
+        assert f"\n{label}" in result.stdout
+    for ratio in ("d/b ", "d/a ", "d/c ", "d/null "):
+        assert f"\n  {ratio}" in result.stdout
+    assert "(d) p99 / mean latency" in result.stdout
+    with (tmp_path / "compare.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert sorted(row["target"] for row in rows) == ["a", "b", "c", "d", "null"]
+    assert all(float(row["rps"]) > 0 and row["errors"] == "0" for row in rows)
