@@ -32,13 +32,14 @@ import httpx
 
 BENCH = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
-# Each target: a label, the command that serves it (with {port}), and extra environment.
-TARGETS: dict[str, tuple[str, list[str], dict[str, str]]] = {
-    "a": ("(a) Starlette + asyncpg pool", ["uvicorn", "raw_starlette:app"], {}),
-    "b": ("(b) FastAPI + asyncpg, Depends", ["uvicorn", "fastapi_asyncpg:app"], {}),
-    "c": ("(c) typical template (Session)", ["uvicorn", "typical_template:app"], {}),
-    "d": ("(d) baked service", ["service"], {}),
-    "null": ("(d) baked, DB_POOL_MODE=null", ["service"], {"DB_POOL_MODE": "null"}),
+# Each target: a label, the ASGI app in this folder (None: the baked service, started with
+# `python -m <package>`), and environment variables of its own.
+TARGETS: dict[str, tuple[str, str | None, dict[str, str]]] = {
+    "a": ("(a) Starlette + asyncpg pool", "raw_starlette:app", {}),
+    "b": ("(b) FastAPI + asyncpg, Depends", "fastapi_asyncpg:app", {}),
+    "c": ("(c) typical template (Session)", "typical_template:app", {}),
+    "d": ("(d) baked service", None, {}),
+    "null": ("(d) baked, DB_POOL_MODE=null", None, {"DB_POOL_MODE": "null"}),
 }
 # (top, bottom, comparison, target): top should be at least target times as fast as bottom.
 RATIOS = [
@@ -90,11 +91,11 @@ def pool_capacity(package: ModuleType) -> int:
 def serving(target: str, package: str, extra: dict[str, str]) -> Iterator[tuple[str, int]]:
     server_module = importlib.import_module(f"{package}.bench.server")
     port = server_module.free_port()
-    _, command, environment = TARGETS[target]
-    if command == ["service"]:
+    _, app, environment = TARGETS[target]
+    if app is None:
         argv = [sys.executable, "-m", package]
     else:
-        argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH), command[1]]
+        argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH), app]
         argv += ["--host", HOST, "--port", str(port), "--log-level", "warning"]
     variables = {**os.environ, **environment, **extra, "HOST": HOST, "PORT": str(port)}
     variables["LOG_LEVEL"] = "warning"
