@@ -138,9 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     arguments.out.mkdir(parents=True, exist_ok=True)
     write_csv([run for scenario_runs in runs for run in scenario_runs], arguments.out / CSV_NAME)
+    rounds = f", median of {arguments.rounds} rounds" if arguments.rounds > 1 else ""
     title = (
         f"GET {arguments.path}: {arguments.connections} connections, "
-        f"{arguments.duration} s per point, {loader}"
+        f"{arguments.duration} s per point{rounds}, {loader}"
     )
     write_chart(medians, arguments.out / CHART_NAME, title)
     print()
