@@ -250,24 +250,31 @@ def profile(arguments: argparse.Namespace, load: Any, seconds: int) -> None:
     print(summarise_profile(raw))
 
 
-def summarise_profile(raw: Path, top: int = 25) -> str:
-    """py-spy's raw format: one line per stack, frames separated by ';', then a sample count."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
+def summarise_profile(raw: Path, top: int = 15) -> str:
+    """Own time by library, then by frame. py-spy's raw format has one line per stack (frames
+    joined by ';', innermost last) and its sample count. SQLAlchemy's greenlets split stacks, so
+    inclusive times would mislead; own times do not."""
+    by_library: Counter[str] = Counter()
+    by_frame: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        samples = int(count)
-        frames = stack.split(";")
-        total += samples
-        own[frames[-1]] += samples
-        for frame in set(frames):
-            inclusive[frame] += samples
-    lines = [f"{total} samples; top frames by own time:"]
-    lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
-    lines.append("top frames by inclusive time:")
-    lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+        frame = stack.split(";")[-1]
+        by_frame[frame] += int(count)
+        by_library[library_of(frame)] += int(count)
+    total = sum(by_frame.values())
+    lines = [f"{total} samples; own time by library:"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in by_library.most_common(top)]
+    lines.append("own time by frame:")
+    lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in by_frame.most_common(top)]
     return "\n".join(lines)
+
+
+def library_of(frame: str) -> str:
+    """`Connection.execute (asyncpg/connection.py:377)` -> `asyncpg`."""
+    if frame.startswith("_SelectorSocketTransport.write "):
+        return "socket writes (asyncio transport: the send system call)"
+    location = frame.rpartition(" (")[2]
+    return location.split("/")[0].split(":")[0].removesuffix(".py") or "?"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

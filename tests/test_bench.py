@@ -149,3 +149,28 @@ def test_comparison_run_reports_every_target_and_the_ratios(
         rows = list(csv.DictReader(file))
     assert sorted(row["target"] for row in rows) == ["a", "b", "c", "d", "null"]
     assert all(float(row["rps"]) > 0 and row["errors"] == "0" for row in rows)
+
+
+def test_profile_summary_gives_own_time_by_library_and_by_frame(
+    bake_environments: BakeEnvironments, tmp_path: Path
+) -> None:
+    raw = tmp_path / "profile.txt"
+    raw.write_text(
+        "run (uvicorn/main.py:1);execute (asyncpg/connection.py:377) 3\n"
+        "run (uvicorn/main.py:1);_SelectorSocketTransport.write (asyncio/selector_events.py:1) 1\n"
+    )
+    script = (
+        "import pathlib, sys, compare; print(compare.summarise_profile(pathlib.Path(sys.argv[1])))"
+    )
+
+    result = run(
+        [str(bake_environments.for_version("3.11").python), "-c", script, str(raw)],
+        cwd=ROOT / "bench",
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "4 samples; own time by library:"
+    assert lines[1] == "   75.0%  asyncpg"
+    assert lines[2].startswith("   25.0%  socket writes")
+    assert "   75.0%  execute (asyncpg/connection.py:377)" in lines
