@@ -66,7 +66,8 @@ def find_python(version: str) -> str | None:
 
 class BakeEnvironment:
     """A virtual environment shared by every bake for one Python version: the first bake brings
-    the dependencies (the same for every variant), each later one installs only itself."""
+    the dependencies (the same for every variant, with the `bench` extra), each later one installs
+    only itself."""
 
     def __init__(self, path: Path, interpreter: str) -> None:
         self.path = path
@@ -91,7 +92,7 @@ class BakeEnvironment:
         if self.installed == project:
             return
         if not self.has_dependencies:
-            self.pip("install", "--quiet", f"{project}[dev]")
+            self.pip("install", "--quiet", f"{project}[dev,bench]")
             self.has_dependencies = True
         self.pip(
             "install",
@@ -141,6 +142,17 @@ def require_postgres() -> str:
     reason = "PostgreSQL bakes need TEST_DATABASE_URL (scripts/test sets it up)"
     if os.environ.get("REQUIRE_POSTGRES") == "1":
         pytest.fail(f"{reason}; REQUIRE_POSTGRES=1 makes this a failure")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def require_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk:
+        return wrk
+    reason = "the benchmark test needs wrk (apt-get install wrk; .ci/run installs it)"
+    if os.environ.get("REQUIRE_WRK") == "1":
+        pytest.fail(f"{reason}; REQUIRE_WRK=1 makes this a failure")
     pytest.skip(reason)
 
 

@@ -300,6 +300,12 @@ def test_pyproject_says_what_the_answers_say(baked: Any) -> None:
         for requirement in project["optional-dependencies"]["dev"]
     }
     assert {"pytest", "pytest-asyncio", "httpx", "asgi-lifespan", "ruff", "mypy"} <= dev
+    bench = {
+        re.split(r"[<>=\[]", requirement)[0]
+        for requirement in project["optional-dependencies"]["bench"]
+    }
+    assert bench == {"matplotlib", "httpx"}
+    assert f"{project['name']}[bench]" in project["optional-dependencies"]["dev"]
     assert (
         project["scripts"][answer(baked, "project_slug")]
         == f"{answer(baked, 'package_name')}.__main__:main"

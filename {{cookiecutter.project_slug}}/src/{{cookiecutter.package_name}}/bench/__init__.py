@@ -1,0 +1,1 @@
+"""`python -m {{ cookiecutter.package_name }}.bench`: what pooling buys, measured on this machine."""
