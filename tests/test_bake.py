@@ -36,7 +36,7 @@ SUPPORTED: list[dict[str, str]] = [
         "project_name": "Billing API",
         "python_version": "3.13",
         "pool_size": "1",
-        "max_overflow": "0",
+        "max_overflow": "3",
         "pool_timeout": "0.5",
     },
     {

@@ -40,7 +40,7 @@ lessons = APIRouter(prefix="/lesson")
 @lessons.get("/leak")
 async def leak(request: Request) -> None:
     """The bug the dependency prevents: a connection taken from the engine and never returned."""
-    connection = await request.app.state.engine.connect()
+    connection = await request.app.state.database.engine.connect()
     await connection.execute(SELECT_ONE)
     leaked.append(connection)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..settings import Settings, describe_validation_error
+from {{ cookiecutter.package_name }}.settings import Settings, describe_validation_error
 
 try:
     from .load import WRK_MISSING, LoadResult, run_python, run_wrk, wrk_path

@@ -101,7 +101,7 @@ async def _python_load(url: str, connections: int, seconds: float) -> LoadResult
                     errors += 1
                     continue
                 latencies.append(time.perf_counter() - sent)
-                errors += response.status_code >= 400
+                errors += response.is_error
 
         await asyncio.gather(*(user() for _ in range(connections)))
         elapsed = time.perf_counter() - start
@@ -117,6 +117,6 @@ async def _python_load(url: str, connections: int, seconds: float) -> LoadResult
 
 
 def _percentile(values: list[float], percent: int) -> float:
-    if len(values) < 2:
+    if len(values) < 2:  # noqa: PLR2004 (quantiles needs two values)
         return values[0] if values else 0.0
     return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]

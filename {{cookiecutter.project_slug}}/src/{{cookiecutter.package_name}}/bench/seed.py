@@ -11,8 +11,8 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from ..models import Item
-from ..settings import Settings
+from {{ cookiecutter.package_name }}.models import Item
+from {{ cookiecutter.package_name }}.settings import Settings
 
 ALEMBIC_INI = Path("alembic.ini")
 ROW_PREFIX = "bench-item-"

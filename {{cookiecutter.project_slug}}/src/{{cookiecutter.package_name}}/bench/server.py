@@ -66,7 +66,7 @@ def _wait_until_ready(server: subprocess.Popen[bytes], base_url: str, log: IO[st
         if server.poll() is not None:
             break
         try:
-            if httpx.get(f"{base_url}/health/ready", timeout=5).status_code == 200:
+            if httpx.get(f"{base_url}/health/ready", timeout=5).is_success:
                 return
         except httpx.TransportError:
             pass
