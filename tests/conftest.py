@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -134,15 +134,21 @@ def bake_environments() -> BakeEnvironments:
     return BakeEnvironments()
 
 
+def skip_unless_required(reason: str, variable: str) -> NoReturn:
+    """Skip with the reason shown, or fail when `variable`=1 says the thing is required (CI)."""
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{reason}; {variable}=1 makes this a failure")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def require_postgres() -> str:
     url = postgres_url()
     if url:
         return url
-    reason = "PostgreSQL bakes need TEST_DATABASE_URL (scripts/test sets it up)"
-    if os.environ.get("REQUIRE_POSTGRES") == "1":
-        pytest.fail(f"{reason}; REQUIRE_POSTGRES=1 makes this a failure")
-    pytest.skip(reason)
+    skip_unless_required(
+        "PostgreSQL bakes need TEST_DATABASE_URL (scripts/test sets it up)", "REQUIRE_POSTGRES"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -150,10 +156,17 @@ def require_wrk() -> str:
     wrk = shutil.which("wrk")
     if wrk:
         return wrk
-    reason = "the benchmark test needs wrk (apt-get install wrk; .ci/run installs it)"
-    if os.environ.get("REQUIRE_WRK") == "1":
-        pytest.fail(f"{reason}; REQUIRE_WRK=1 makes this a failure")
-    pytest.skip(reason)
+    skip_unless_required(
+        "the benchmark test needs wrk (apt-get install wrk; .ci/run installs it)", "REQUIRE_WRK"
+    )
+
+
+@pytest.fixture(scope="session")
+def default_project(cookies_session: Any) -> Path:
+    """One bake with every default answer (SQLite), shared by the modules that only read it."""
+    result = cookies_session.bake(extra_context={})
+    assert result.exit_code == 0, result.exception
+    return Path(result.project_path)
 
 
 def pytest_report_header() -> list[str]:

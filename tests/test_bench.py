@@ -21,11 +21,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def project(cookies_session: Any) -> Path:
-    """The default (SQLite) bake."""
-    result = cookies_session.bake(extra_context={})
-    assert result.exit_code == 0, result.exception
-    return Path(result.project_path)
+def project(default_project: Path) -> Path:
+    return default_project
 
 
 @pytest.fixture(scope="module")

@@ -51,10 +51,8 @@ def in_venv(arguments: str, venv: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(cookies_session: Any) -> Path:
-    result = cookies_session.bake(extra_context={})
-    assert result.exit_code == 0, result.exception
-    return Path(result.project_path)
+def project(default_project: Path) -> Path:
+    return default_project
 
 
 @pytest.fixture(scope="module")
