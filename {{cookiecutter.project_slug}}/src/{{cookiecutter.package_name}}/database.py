@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 from uuid import uuid4
-from weakref import WeakKeyDictionary
 
 import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool, Pool, QueuePool, StaticPool
+from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 
 from .settings import Settings
 
@@ -92,8 +91,6 @@ def engine_options(settings: Settings) -> dict[str, Any]:
 def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(settings.url, **engine_options(settings))
     event.listen(engine.sync_engine.pool, "checkout", reject_closed_connection)
-    if not isinstance(engine.sync_engine.pool, QueuePool):
-        CheckoutCounter.attach(engine)
     return engine
 
 
@@ -113,23 +110,19 @@ def reject_closed_connection(dbapi_connection: Any, _record: object, _proxy: obj
 class CheckoutCounter:
     """Counts lent connections for pools that do not track them (NullPool, StaticPool)."""
 
-    _by_pool: ClassVar[WeakKeyDictionary[Pool, CheckoutCounter]] = WeakKeyDictionary()
-
     def __init__(self) -> None:
         self.checked_out = 0
 
     @classmethod
-    def attach(cls, engine: AsyncEngine) -> CheckoutCounter:
-        counter = cls()
+    def for_engine(cls, engine: AsyncEngine) -> CheckoutCounter | None:
+        """A counter listening to the engine's pool, or None when the pool counts itself."""
         pool = engine.sync_engine.pool
+        if isinstance(pool, QueuePool):
+            return None
+        counter = cls()
         event.listen(pool, "checkout", counter._on_checkout)
         event.listen(pool, "checkin", counter._on_checkin)
-        cls._by_pool[pool] = counter
         return counter
-
-    @classmethod
-    def of(cls, pool: Pool) -> CheckoutCounter:
-        return cls._by_pool[pool]
 
     def _on_checkout(self, *_: object) -> None:
         self.checked_out += 1
@@ -146,7 +139,7 @@ def pool_capacity(engine: AsyncEngine, settings: Settings) -> int | None:
     return 1 if isinstance(pool, StaticPool) else None
 
 
-def pool_status(engine: AsyncEngine) -> PoolStatus:
+def pool_status(engine: AsyncEngine, counter: CheckoutCounter | None) -> PoolStatus:
     pool = engine.sync_engine.pool
     if isinstance(pool, QueuePool):
         return PoolStatus(
@@ -155,7 +148,7 @@ def pool_status(engine: AsyncEngine) -> PoolStatus:
             checked_out=pool.checkedout(),
             overflow=max(pool.overflow(), 0),
         )
-    checked_out = CheckoutCounter.of(pool).checked_out
+    checked_out = counter.checked_out if counter is not None else 0
     size = 1 if isinstance(pool, StaticPool) else 0
     return PoolStatus(
         size=size, checked_in=max(size - checked_out, 0), checked_out=checked_out, overflow=0

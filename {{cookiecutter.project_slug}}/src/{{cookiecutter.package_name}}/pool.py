@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .database import PoolStatus, create_engine, pool_capacity, pool_status
+from .database import CheckoutCounter, PoolStatus, create_engine, pool_capacity, pool_status
 from .gate import CheckoutGate, PoolExhaustedError
 from .metrics import PoolMetrics
 from .settings import Settings
@@ -32,12 +32,13 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = create_engine(settings)
+        self._counter = CheckoutCounter.for_engine(self.engine)
         self.gate = CheckoutGate(pool_capacity(self.engine, settings))
         self.metrics = PoolMetrics(self.status)
         self.metrics.watch(self.engine)
 
     def status(self) -> PoolStatus:
-        return replace(pool_status(self.engine), waiting=self.gate.waiting)
+        return replace(pool_status(self.engine, self._counter), waiting=self.gate.waiting)
 
     @asynccontextmanager
     async def connection(
