@@ -86,12 +86,9 @@ def main() -> None:
     answers = json.loads(r"""{{ cookiecutter | tojson }}""")
     project = Path.cwd()
     remove_files(project, files_that_do_not_apply(answers))
-    messages = []
-    if answers["git_init"] == "yes":
-        messages.append(init_git_repository(project))
     print(next_steps(answers))
-    for message in messages:
-        print(message)
+    if answers["git_init"] == "yes":
+        print(init_git_repository(project))
 
 
 if __name__ == "__main__":
