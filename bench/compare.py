@@ -3,8 +3,9 @@
 Interleaved rounds of `GET /items?limit=20`, one uvicorn worker each, wrk with 50 connections:
 (a) Starlette + asyncpg pool, (b) FastAPI + asyncpg through a `scope="function"` dependency with a
 response model, (c) the typical template (AsyncSession per request), (d) the baked service, and
-(d) again with `DB_POOL_MODE=null`. Run through `scripts/compare`, which bakes the service and
-installs it; this file imports the baked benchmark's wrk driver and seeding.
+(d) again with `DB_POOL_MODE=null` and with `DB_POOL_PRE_PING=true`. Run through
+`scripts/compare`, which bakes the service and installs it; this file imports the baked
+benchmark's wrk driver and seeding.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ TARGETS: dict[str, tuple[str, str | None, dict[str, str]]] = {
     "c": ("(c) typical template (Session)", "typical_template:app", {}),
     "d": ("(d) baked service", None, {}),
     "null": ("(d) baked, DB_POOL_MODE=null", None, {"DB_POOL_MODE": "null"}),
+    "ping": ("(d) baked, DB_POOL_PRE_PING=true", None, {"DB_POOL_PRE_PING": "true"}),
 }
 # (top, bottom, comparison, target): top should be at least target times as fast as bottom.
 RATIOS = [
@@ -47,6 +49,7 @@ RATIOS = [
     ("d", "a", "", 0.0),
     ("d", "c", ">=", 2.0),
     ("d", "null", ">=", 8.0),
+    ("d", "ping", "", 0.0),
 ]
 TAIL_TARGET = 3.0
 

@@ -136,15 +136,16 @@ def test_comparison_run_reports_every_target_and_the_ratios(
         "(b) FastAPI",
         "(c) typical",
         "(d) baked service",
-        "(d) baked, DB",
+        "(d) baked, DB_POOL_MODE",
+        "(d) baked, DB_POOL_PRE_PING",
     ):
         assert f"\n{label}" in result.stdout
-    for ratio in ("d/b ", "d/a ", "d/c ", "d/null "):
+    for ratio in ("d/b ", "d/a ", "d/c ", "d/null ", "d/ping "):
         assert f"\n  {ratio}" in result.stdout
     assert "(d) p99 / mean latency" in result.stdout
     with (tmp_path / "compare.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
-    assert sorted(row["target"] for row in rows) == ["a", "b", "c", "d", "null"]
+    assert sorted(row["target"] for row in rows) == ["a", "b", "c", "d", "null", "ping"]
     assert all(float(row["rps"]) > 0 for row in rows)
     # Without a pool, 50 connections at once may meet a shared server's connection limit.
     assert all(row["errors"] == "0" for row in rows if row["target"] != "null")

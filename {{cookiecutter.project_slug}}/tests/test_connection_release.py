@@ -43,8 +43,8 @@ async def server_transaction_open(connection: AsyncConnection) -> bool:
 
 
 @probes.get("/in-transaction/read-only")
-async def read_only_transaction_state(connection: ReadConnection) -> bool:
-    return await server_transaction_open(connection)
+async def read_only_transaction_state(reads: ReadConnection) -> bool:
+    return await server_transaction_open(reads.connection)
 
 
 @probes.get("/in-transaction/read-write")

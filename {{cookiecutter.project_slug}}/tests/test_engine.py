@@ -21,7 +21,7 @@ async def test_pool_settings_from_environment_reach_the_engine(
     monkeypatch.setenv("DB_MAX_OVERFLOW", "4")
     monkeypatch.setenv("DB_POOL_TIMEOUT", "1.5")
     monkeypatch.setenv("DB_POOL_RECYCLE", "600")
-    monkeypatch.setenv("DB_POOL_PRE_PING", "false")
+    monkeypatch.setenv("DB_POOL_PRE_PING", "true")
     app = create_app()
 
     async with LifespanManager(app):
@@ -32,7 +32,7 @@ async def test_pool_settings_from_environment_reach_the_engine(
             4,
             1.5,
             600,
-            False,
+            True,
         )
         async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
             ready = (await client.get("/health/ready")).json()

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from uuid import uuid4
 
 import anyio
@@ -15,6 +16,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI, Request
 from httpx import ASGITransport, AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,11 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.budget import ConnectionBudgetExceededError
 from {{ cookiecutter.package_name }}.database import reject_closed_connection
-from {{ cookiecutter.package_name }}.dependencies import Connection
+from {{ cookiecutter.package_name }}.dependencies import Connection, ReadConnection
 from {{ cookiecutter.package_name }}.gate import CheckoutGate, PoolExhaustedError
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from .conftest import pool_of, running_server
+from .proxy import SeveringProxy
 
 probes = APIRouter(prefix="/probe")
 
@@ -42,6 +45,12 @@ async def hold(connection: Connection, request: Request) -> None:
 async def hold_briefly(connection: Connection) -> None:
     await connection.execute(text("SELECT 1"))
     await asyncio.sleep(0.5)
+
+
+@probes.get("/read-without-retry")
+async def read_without_retry(reads: ReadConnection) -> None:
+    """Reads on the bare connection, bypassing ReadOnlyConnection's retry."""
+    await reads.connection.execute(text("SELECT 1"))
 
 
 @probes.get("/statement-timeout")
@@ -174,12 +183,14 @@ async def test_gate_serves_waiters_before_newcomers() -> None:
     served: list[str] = []
 
     async def take(name: str) -> None:
-        async with gate.admit(max_wait=5):
-            served.append(name)
+        await gate.enter(max_wait=5)
+        served.append(name)
+        gate.leave()
 
-    async with gate.admit(max_wait=5):
-        waiter = asyncio.create_task(take("waiter"))
-        await until(lambda: gate.waiting == 1)
+    await gate.enter(max_wait=5)
+    waiter = asyncio.create_task(take("waiter"))
+    await until(lambda: gate.waiting == 1)
+    gate.leave()
     await take("newcomer")  # asks in the same instant the place is freed
     await waiter
 
@@ -189,11 +200,15 @@ async def test_gate_serves_waiters_before_newcomers() -> None:
 async def test_gate_wait_is_bounded_by_the_timeout() -> None:
     gate = CheckoutGate(capacity=1)
 
-    async with gate.admit(max_wait=5):
-        with pytest.raises(PoolExhaustedError):
-            async with gate.admit(max_wait=0.05):
-                pass
+    await gate.enter(max_wait=5)
+    started = time.perf_counter()
+    with pytest.raises(PoolExhaustedError):
+        await gate.enter(max_wait=0.05)
+
+    assert time.perf_counter() - started < 1
     assert gate.waiting == 0
+    gate.leave()
+    await gate.enter(max_wait=0.05)  # the place given back is free again
 
 
 async def test_connection_held_too_long_is_reported_with_its_route(
@@ -264,43 +279,85 @@ async def test_no_request_is_lost_after_every_backend_is_killed(
     assert values["db_pool_connections_invalidated_total"] >= 1
 
 
-async def test_closed_connections_are_replaced_without_a_ping(
-    admin: AsyncEngine, settings: Settings
+async def test_closed_connections_are_replaced_without_a_ping_or_a_retry(
+    client: AsyncClient, admin: AsyncEngine, settings: Settings
 ) -> None:
-    app = create_app(settings.model_copy(update={"db_pool_pre_ping": False}))
-    async with (
-        LifespanManager(app),
-        AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client,
-    ):
-        await asyncio.gather(*(client.get("/items") for _ in range(4)))
-        assert await terminate_sessions(admin, settings.db_application_name) >= 1
-        while await app_sessions(admin, settings.db_application_name):  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)  # the closed sockets reach the event loop: the case checked here
+    """The checkout check alone: connections the server has visibly closed never reach a read,
+    even one that bypasses ReadOnlyConnection's retry."""
+    assert not settings.db_pool_pre_ping
+    await asyncio.gather(*(client.get("/items") for _ in range(4)))
+    assert await terminate_sessions(admin, settings.db_application_name) >= 1
+    while await app_sessions(admin, settings.db_application_name):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # the closed sockets reach the event loop: the case checked here
 
-        statuses = [(await client.get("/items")).status_code for _ in range(50)]
+    statuses = [(await client.get("/probe/read-without-retry")).status_code for _ in range(50)]
 
     assert statuses == [200] * 50
 
 
 async def test_without_the_closed_connection_check_killed_backends_answer_503(
-    admin: AsyncEngine, settings: Settings
+    client: AsyncClient, running_app: FastAPI, admin: AsyncEngine, settings: Settings
 ) -> None:
-    """The counter-proof: without the ping and the checkout check, dead connections reach
-    requests, and the answer is then an honest 503, not a 500."""
-    app = create_app(settings.model_copy(update={"db_pool_pre_ping": False}))
-    async with (
-        LifespanManager(app),
-        AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client,
-    ):
-        pool = app.state.database.engine.sync_engine.pool
-        event.remove(pool, "checkout", reject_closed_connection)
-        await asyncio.gather(*(client.get("/items") for _ in range(4)))
-        assert await terminate_sessions(admin, settings.db_application_name) >= 1
-        statuses = [(await client.get("/items")).status_code for _ in range(10)]
+    """The counter-proof: without the ping, the checkout check and the retry, dead connections
+    reach requests, and the answer is then an honest 503, not a 500."""
+    pool = running_app.state.database.engine.sync_engine.pool
+    event.remove(pool, "checkout", reject_closed_connection)
+    await asyncio.gather(*(client.get("/items") for _ in range(4)))
+    assert await terminate_sessions(admin, settings.db_application_name) >= 1
+
+    statuses = [(await client.get("/probe/read-without-retry")).status_code for _ in range(10)]
 
     assert 503 in statuses
     assert 500 not in statuses
+
+
+@asynccontextmanager
+async def behind_a_proxy(
+    postgres_url: str, settings: Settings
+) -> AsyncIterator[tuple[SeveringProxy, AsyncClient, FastAPI]]:
+    """The application, started, reaching the database through a SeveringProxy."""
+    async with SeveringProxy(make_url(postgres_url)) as proxy:
+        url = SecretStr(proxy.url.render_as_string(hide_password=False))
+        app = create_app(settings.model_copy(update={"database_url": url}))
+        app.include_router(probes)
+        async with (
+            LifespanManager(app),
+            AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client,
+        ):
+            yield proxy, client, app
+
+
+async def test_reads_run_again_when_the_connection_was_lost_silently(
+    postgres_url: str, settings: Settings
+) -> None:
+    """No ping, and nothing for the checkout check to see: the read finds its connection gone
+    when it sends, and runs once more on a new one."""
+    assert not settings.db_pool_pre_ping
+    async with behind_a_proxy(postgres_url, settings) as (proxy, client, app):
+        await asyncio.gather(*(client.get("/items") for _ in range(4)))
+        severed = proxy.sever()
+        statuses = [(await client.get("/items")).status_code for _ in range(10)]
+        values = metric_values((await client.get("/metrics")).text)
+
+    print(f"GET /items after {severed} pooled connections were lost silently:", statuses)
+    assert severed >= 1
+    assert statuses == [200] * 10
+    assert values["db_pool_connections_invalidated_total"] >= 1
+    assert pool_of(app).checked_out == 0
+
+
+async def test_without_the_retry_a_silently_lost_connection_answers_503(
+    postgres_url: str, settings: Settings
+) -> None:
+    """The counter-proof: the same loss, read through the bare connection, is a 503."""
+    async with behind_a_proxy(postgres_url, settings) as (proxy, client, _):
+        assert (await client.get("/probe/read-without-retry")).status_code == 200
+        assert proxy.sever() == 1
+
+        response = await client.get("/probe/read-without-retry")
+
+    assert response.status_code == 503
 
 
 async def test_statement_cancelled_by_a_timeout_returns_its_connection(

@@ -53,7 +53,7 @@ def test_every_variable_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
         "DB_MAX_OVERFLOW": "0",
         "DB_POOL_TIMEOUT": "2.5",
         "DB_POOL_RECYCLE": "-1",
-        "DB_POOL_PRE_PING": "false",
+        "DB_POOL_PRE_PING": "true",
         "DB_ECHO": "true",
         "DB_POOL_MODE": "NULL",
         "DB_LEAK_THRESHOLD": "0",
@@ -75,7 +75,7 @@ def test_every_variable_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
     assert (settings.db_pool_size, settings.db_max_overflow) == (11, 0)
     assert settings.db_pool_timeout == 2.5
     assert settings.db_pool_recycle == -1
-    assert (settings.db_pool_pre_ping, settings.db_echo) == (False, True)
+    assert (settings.db_pool_pre_ping, settings.db_echo) == (True, True)
     assert (settings.db_leak_threshold, settings.db_budget_strict) == (0, True)
     assert (settings.db_application_name, settings.ready_timeout) == ("billing-worker", 0.5)
     assert settings.web_concurrency == 4

@@ -9,8 +9,6 @@ places to waiters strictly in arrival order, so the wait is bounded by the queue
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 
 class PoolExhaustedError(Exception):
@@ -28,10 +26,15 @@ class CheckoutGate:
         self._places = asyncio.Semaphore(capacity) if capacity else None
         self.waiting = 0
 
-    @asynccontextmanager
-    async def admit(self, max_wait: float) -> AsyncIterator[None]:
+    async def enter(self, max_wait: float) -> None:
+        """Take a place, waiting at most `max_wait` seconds behind those who came first.
+
+        Every `enter` that returns must be matched by one `leave`.
+        """
         if self._places is None:
-            yield
+            return
+        if not self._places.locked():  # a free place and nobody queued: no wait, no timer
+            await self._places.acquire()
             return
         self.waiting += 1
         try:
@@ -41,7 +44,7 @@ class CheckoutGate:
             raise PoolExhaustedError(max_wait) from None
         finally:
             self.waiting -= 1
-        try:
-            yield
-        finally:
+
+    def leave(self) -> None:
+        if self._places is not None:
             self._places.release()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from sqlalchemy import RowMapping, bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 
 from .dependencies import Connection, ReadConnection
 from .models import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH, Item
@@ -61,15 +60,17 @@ async def create_item(item: ItemCreate, connection: Connection) -> ItemRead:
     return ItemRead.model_validate(row)
 
 
-# The response model validates the rows in one pass; a model per row first costs ~50 µs a page.
+# The response model validates the page in one pass, from plain dicts: pydantic reads those
+# about twice as fast as SQLAlchemy's RowMapping, and a model per row first costs more again.
 @router.get("", response_model=list[ItemRead])
 async def list_items(
     connection: ReadConnection,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-) -> Sequence[RowMapping]:
+) -> list[dict[str, Any]]:
     result = await connection.execute(SELECT_PAGE, {"limit": limit, "offset": offset})
-    return result.mappings().all()
+    columns = tuple(result.keys())
+    return [dict(zip(columns, row, strict=True)) for row in result]
 
 
 @router.get("/{item_id}")

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default={{ cookiecutter.max_overflow }}, ge=0)
     db_pool_timeout: float = Field(default={{ cookiecutter.pool_timeout }}, gt=0, allow_inf_nan=False)
     db_pool_recycle: int = Field(default=1800, ge=-1)
-    db_pool_pre_ping: bool = True
+    db_pool_pre_ping: bool = False
     db_echo: bool = False
     db_pool_mode: Literal["queue", "null"] = "queue"
     db_leak_threshold: float = Field(default=60, ge=0, allow_inf_nan=False)
