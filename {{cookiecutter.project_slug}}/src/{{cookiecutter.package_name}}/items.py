@@ -38,6 +38,7 @@ class ItemRead(BaseModel):
 
 
 ItemId = Annotated[int, Path(ge=1, le=MAX_ID)]
+# Routes are matched in the order they are declared: the reads, most frequent, come first.
 router = APIRouter(prefix="/items", tags=["items"])
 
 # Built once; every request only binds parameters.
@@ -52,12 +53,6 @@ DELETE_ONE = delete(Item).where(Item.id == bindparam("id"))
 
 def _not_found(item_id: int) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"item {item_id} not found")
-
-
-@router.post("", status_code=status.HTTP_201_CREATED)
-async def create_item(item: ItemCreate, connection: Connection) -> ItemRead:
-    row = (await connection.execute(INSERT_ITEM, item.model_dump())).mappings().one()
-    return ItemRead.model_validate(row)
 
 
 # The response model validates the page in one pass, from plain dicts: pydantic reads those
@@ -78,6 +73,12 @@ async def read_item(item_id: ItemId, connection: ReadConnection) -> ItemRead:
     row = (await connection.execute(SELECT_ONE, {"id": item_id})).mappings().one_or_none()
     if row is None:
         raise _not_found(item_id)
+    return ItemRead.model_validate(row)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_item(item: ItemCreate, connection: Connection) -> ItemRead:
+    row = (await connection.execute(INSERT_ITEM, item.model_dump())).mappings().one()
     return ItemRead.model_validate(row)
 
 
