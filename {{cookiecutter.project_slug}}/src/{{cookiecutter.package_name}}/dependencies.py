@@ -31,10 +31,11 @@ def route_of(request: Request) -> str:
 async def transaction(request: Request) -> AsyncIterator[AsyncConnection]:
     """Lend a connection inside one transaction: commit on success, roll back on any error.
 
-    The engine runs in autocommit mode (see database.isolation_level); this switches the
-    connection to the server's default isolation level so that its statements form one
-    transaction. The clean-up is shielded from cancellation, so a client that disconnects or a
-    task that is cancelled still gives the connection back to the pool.
+    The engine runs in autocommit mode unless DB_PGBOUNCER is set (see
+    database.isolation_level); this switches the connection to the server's default isolation
+    level so that its statements form one transaction. The clean-up is shielded from
+    cancellation, so a client that disconnects or a task that is cancelled still gives the
+    connection back to the pool.
     """
     async with get_database(request).connection(route_of(request)) as connection:
         await connection.execution_options(
