@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import anyio
 import asyncpg
 import pytest
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import Executable, event, insert, select
 from starlette.types import Message, Receive, Scope, Send
 
 from {{ cookiecutter.package_name }}.app import create_app
@@ -32,24 +33,50 @@ async def write_then_fail(how: str, connection: Connection) -> None:
     raise RuntimeError("handler crashed after a write")
 
 
-async def server_transaction_open(connection: AsyncConnection) -> bool:
-    """After a write: does the driver hold a transaction open (not SQLAlchemy's own view)?"""
-    await connection.execute(insert(Item).values(name="probe"))
-    driver = (await connection.get_raw_connection()).driver_connection
-    assert driver is not None
-    if isinstance(driver, asyncpg.Connection):
-        return bool(driver.is_in_transaction())
-    return bool(driver.in_transaction)
+async def in_transaction_after_a_write(
+    request: Request, write: Callable[[Executable], Awaitable[object]]
+) -> bool:
+    """Right after a write: does the driver hold a transaction open (not SQLAlchemy's view)?"""
+    states: list[bool] = []
+
+    def record(connection: SyncConnection, *_: object) -> None:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        in_transaction = (
+            driver.is_in_transaction()
+            if isinstance(driver, asyncpg.Connection)
+            else driver.in_transaction
+        )
+        states.append(bool(in_transaction))
+
+    engine = request.app.state.database.engine.sync_engine
+    event.listen(engine, "after_cursor_execute", record)
+    try:
+        await write(insert(Item).values(name="probe"))
+    finally:
+        event.remove(engine, "after_cursor_execute", record)
+    assert len(states) == 1
+    return states[0]
 
 
 @probes.get("/in-transaction/read-only")
-async def read_only_transaction_state(reads: ReadConnection) -> bool:
-    return await server_transaction_open(reads.connection)
+async def read_only_transaction_state(reads: ReadConnection, request: Request) -> bool:
+    return await in_transaction_after_a_write(request, reads.execute)
 
 
 @probes.get("/in-transaction/read-write")
-async def read_write_transaction_state(connection: Connection) -> bool:
-    return await server_transaction_open(connection)
+async def read_write_transaction_state(connection: Connection, request: Request) -> bool:
+    return await in_transaction_after_a_write(request, connection.execute)
+
+
+@probes.get("/checked-out-between-reads")
+async def checked_out_between_reads(reads: ReadConnection, request: Request) -> list[int]:
+    """How many connections are lent after each of two reads, while the handler still runs."""
+    lent = []
+    for _ in range(2):
+        await reads.execute(select(Item.id).limit(1))
+        lent.append(pool_of(request.app).checked_out)
+    return lent
 
 
 @probes.get("/hold")
@@ -78,6 +105,16 @@ async def test_connection_returns_to_pool_after_success(
     assert (await client.get("/items")).status_code == 200
 
     assert pool_of(running_app).checked_out == 0
+
+
+async def test_read_gives_its_connection_back_as_soon_as_its_statement_has_run(
+    client: AsyncClient,
+) -> None:
+    """A read handler holds its place at the pool, not a connection, while it works on rows."""
+    response = await client.get("/probe/checked-out-between-reads")
+
+    assert response.status_code == 200
+    assert response.json() == [0, 0]
 
 
 async def test_connection_returns_to_pool_when_handler_raises_http_exception(

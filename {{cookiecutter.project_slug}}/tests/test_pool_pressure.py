@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.budget import ConnectionBudgetExceededError
 from {{ cookiecutter.package_name }}.database import reject_closed_connection
-from {{ cookiecutter.package_name }}.dependencies import Connection, ReadConnection
+from {{ cookiecutter.package_name }}.dependencies import Connection
 from {{ cookiecutter.package_name }}.gate import CheckoutGate, PoolExhaustedError
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -48,9 +48,9 @@ async def hold_briefly(connection: Connection) -> None:
 
 
 @probes.get("/read-without-retry")
-async def read_without_retry(reads: ReadConnection) -> None:
-    """Reads on the bare connection, bypassing ReadOnlyConnection's retry."""
-    await reads.connection.execute(text("SELECT 1"))
+async def read_without_retry(connection: Connection) -> None:
+    """Reads through `Connection`, which never runs a statement twice, unlike `ReadConnection`."""
+    await connection.execute(text("SELECT 1"))
 
 
 @probes.get("/statement-timeout")
@@ -283,7 +283,7 @@ async def test_closed_connections_are_replaced_without_a_ping_or_a_retry(
     client: AsyncClient, admin: AsyncEngine, settings: Settings
 ) -> None:
     """The checkout check alone: connections the server has visibly closed never reach a read,
-    even one that bypasses ReadOnlyConnection's retry."""
+    even one that bypasses ReadConnection's retry."""
     assert not settings.db_pool_pre_ping
     await asyncio.gather(*(client.get("/items") for _ in range(4)))
     assert await terminate_sessions(admin, settings.db_application_name) >= 1

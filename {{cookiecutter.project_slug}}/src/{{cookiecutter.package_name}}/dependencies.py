@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Mapping
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 import anyio
 from fastapi import Depends, Request
-from sqlalchemy import Executable, Result
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .pool import Database
-
-logger = logging.getLogger(__name__)
+from .pool import Database, Reader
 
 
 def get_database(request: Request) -> Database:
@@ -50,43 +45,18 @@ async def transaction(request: Request) -> AsyncIterator[AsyncConnection]:
             raise
 
 
-class ReadOnlyConnection:
-    """A pooled connection for handlers that only read, in autocommit mode.
+async def read_only(request: Request) -> AsyncIterator[Reader]:
+    """Hold a place at the pool for the request and lend a `Reader` for its statements.
 
-    Each statement is its own transaction, which saves the BEGIN and COMMIT round trips of
-    `transaction` (behind PgBouncer, with DB_PGBOUNCER, reads keep a transaction: see
-    database.isolation_level). A read that fails because the server dropped the connection
-    (a restart, a failover, a killed session) runs once more on a new connection: a read can
-    safely run twice, and this is what spares every checkout a ping (DB_POOL_PRE_PING).
-    Writes made through it could run twice and cannot be rolled back: use `Connection`.
+    Each statement runs in autocommit on a pooled connection of its own, which saves the BEGIN
+    and COMMIT round trips of `transaction` (behind PgBouncer, with DB_PGBOUNCER, reads keep a
+    transaction: see database.isolation_level), and a read that finds its connection lost runs
+    once more on a new one. Writes made through it could run twice: use `Connection`.
     """
-
-    __slots__ = ("connection",)
-
-    def __init__(self, connection: AsyncConnection) -> None:
-        self.connection = connection
-
-    async def execute(
-        self, statement: Executable, parameters: Mapping[str, Any] | None = None
-    ) -> Result[Any]:
-        try:
-            return await self.connection.execute(statement, parameters)
-        except DBAPIError as error:
-            if not error.connection_invalidated:
-                raise
-            logger.info("database connection lost during a read; reading again on a new one")
-        # The invalidated connection is already back in the pool; after the rollback, the next
-        # statement checks out a new one.
-        await self.connection.rollback()
-        return await self.connection.execute(statement, parameters)
-
-
-async def read_only(request: Request) -> AsyncIterator[ReadOnlyConnection]:
-    """Lend a `ReadOnlyConnection`: autocommit, reads retried once on a lost connection."""
-    async with get_database(request).connection(route_of(request)) as connection:
-        yield ReadOnlyConnection(connection)
+    async with get_database(request).place(route_of(request)) as place:
+        yield Reader(place)
 
 
 # scope="function": the connection is back in the pool before the response is sent.
 Connection = Annotated[AsyncConnection, Depends(transaction, scope="function")]
-ReadConnection = Annotated[ReadOnlyConnection, Depends(read_only, scope="function")]
+ReadConnection = Annotated[Reader, Depends(read_only, scope="function")]
