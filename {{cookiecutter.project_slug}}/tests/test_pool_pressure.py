@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.budget import ConnectionBudgetExceededError
 from {{ cookiecutter.package_name }}.database import reject_closed_connection
-from {{ cookiecutter.package_name }}.dependencies import Connection
+from {{ cookiecutter.package_name }}.dependencies import Connection, ReadConnection
 from {{ cookiecutter.package_name }}.gate import CheckoutGate, PoolExhaustedError
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -53,10 +53,16 @@ async def read_without_retry(connection: Connection) -> None:
     await connection.execute(text("SELECT 1"))
 
 
-@probes.get("/statement-timeout")
+@probes.get("/statement-timeout/write")
 async def statement_timeout(connection: Connection) -> None:
     async with asyncio.timeout(0.2):
         await connection.execute(text("SELECT pg_sleep(5)"))
+
+
+@probes.get("/statement-timeout/read")
+async def read_timeout(reads: ReadConnection) -> None:
+    async with asyncio.timeout(0.2):
+        await reads.execute(text("SELECT pg_sleep(5)"))
 
 
 @pytest.fixture
@@ -360,14 +366,24 @@ async def test_without_the_retry_a_silently_lost_connection_answers_503(
     assert response.status_code == 503
 
 
+@pytest.mark.parametrize("dependency", ["write", "read"])
 async def test_statement_cancelled_by_a_timeout_returns_its_connection(
-    client: AsyncClient, running_app: FastAPI, admin: AsyncEngine, settings: Settings
+    client: AsyncClient,
+    running_app: FastAPI,
+    admin: AsyncEngine,
+    settings: Settings,
+    dependency: str,
 ) -> None:
-    assert (await client.get("/probe/statement-timeout")).status_code == 500
+    """Cut short in the driver, mid-statement: the connection and the place go back."""
+    assert (await client.get(f"/probe/statement-timeout/{dependency}")).status_code == 500
 
     assert pool_of(running_app).checked_out == 0
     assert await app_sessions(admin, settings.db_application_name, "idle in transaction") == 0
-    assert (await client.get("/items")).status_code == 200
+    # Both places are free again: two requests can hold both connections at once.
+    holders = [asyncio.create_task(client.get("/probe/hold")) for _ in range(2)]
+    await until(lambda: pool_of(running_app).checked_out == 2, within=3)
+    running_app.state.release.set()
+    assert [(await holder).status_code for holder in holders] == [200, 200]
 
 
 async def test_impatient_clients_leave_no_connection_or_transaction_behind(
