@@ -31,7 +31,7 @@ def service_unavailable(detail: str) -> JSONResponse:
 
 
 async def pool_exhausted_handler(request: Request, error: Exception) -> JSONResponse:
-    # Database.connection has already logged the route and the pool's state.
+    # pool.Place has already logged the route and the pool's state.
     return service_unavailable("every database connection is busy; retry shortly")
 
 
@@ -50,7 +50,7 @@ async def database_error_handler(request: Request, error: Exception) -> JSONResp
 
 
 async def database_unavailable_handler(request: Request, error: Exception) -> JSONResponse:
-    # Database.connection has already logged the route and the driver's error.
+    # pool.Place has already logged the route and the driver's error.
     return service_unavailable("the database is unavailable; retry shortly")
 
 

@@ -182,8 +182,8 @@ class Checkout:
 
 
 class Reader:
-    """Runs a request's reads, each on a pooled connection in autocommit mode, within the
-    request's place at the gate (so a read never queues for the pool).
+    """Runs a request's reads, each on a pooled connection of its own (in autocommit, except
+    behind PgBouncer), within the request's place at the gate: a read never queues for the pool.
 
     Check-out, statement and check-in run in one greenlet: `AsyncConnection` would start one
     for each, and on CPython every new greenlet maps and unmaps a fresh frame stack (~20 µs).
