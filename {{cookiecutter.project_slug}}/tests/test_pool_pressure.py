@@ -379,6 +379,7 @@ async def test_statement_cancelled_by_a_timeout_returns_its_connection(
 
     assert pool_of(running_app).checked_out == 0
     assert await app_sessions(admin, settings.db_application_name, "idle in transaction") == 0
+    assert (await client.get("/items")).status_code == 200
     # Both places are free again: two requests can hold both connections at once.
     holders = [asyncio.create_task(client.get("/probe/hold")) for _ in range(2)]
     await until(lambda: pool_of(running_app).checked_out == 2, within=3)
