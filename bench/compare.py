@@ -92,7 +92,7 @@ def pool_capacity(package: ModuleType) -> int:
 
 @contextmanager
 def serving(target: str, package: str, extra: dict[str, str]) -> Iterator[tuple[str, int]]:
-    server_module = importlib.import_module(f"{package}.bench.server")
+    server_module = importlib.import_module("bench.server")
     port = server_module.free_port()
     _, app, environment = TARGETS[target]
     if app is None:
@@ -286,8 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments.out.mkdir(parents=True, exist_ok=True)
     os.chdir(arguments.project)  # where the baked alembic.ini is
     package = importlib.import_module(f"{arguments.package}.settings")
-    load_module = importlib.import_module(f"{arguments.package}.bench.load")
-    seed = importlib.import_module(f"{arguments.package}.bench.seed")
+    sys.path.insert(0, str(arguments.project))  # the baked project's own bench package
+    load_module = importlib.import_module("bench.load")
+    seed = importlib.import_module("bench.seed")
     capacity = pool_capacity(package)
     extra = {"POOL_SIZE": str(capacity)}
     seed.migrate()

@@ -1,7 +1,7 @@
 """The generated project's benchmark and this repository's comparison run work end to end, for a
 second per point, and write what they promise.
 
-They measure nothing here: figures come from full-length runs (`python -m <package>.bench` in a
+They measure nothing here: figures come from full-length runs (`python -m bench` in a
 project, `scripts/compare` in this repository), never from a timed test.
 """
 
@@ -40,7 +40,7 @@ def run_bench(
     }
     variables.update(DATABASE_URL=f"sqlite+aiosqlite:///{out / 'bench.db'}", PATH=path)
     environment.install(project)
-    command = [str(environment.python), "-m", "my_service.bench", "--duration", "1"]
+    command = [str(environment.python), "-m", "bench", "--duration", "1"]
     command += ["--warmup", "0", "--out", str(out), *arguments]
     return run(command, cwd=project, env=variables, timeout=600)
 

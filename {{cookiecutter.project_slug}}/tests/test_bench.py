@@ -8,8 +8,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from {{ cookiecutter.package_name }}.bench.load import LoadResult
-from {{ cookiecutter.package_name }}.bench.report import (
+from bench.load import LoadResult
+from bench.report import (
     Measurement,
     knee,
     pooled_over_null,

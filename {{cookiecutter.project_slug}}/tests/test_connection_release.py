@@ -15,7 +15,7 @@ from sqlalchemy import Executable, event, insert, select
 from starlette.types import Message, Receive, Scope, Send
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.dependencies import Connection, ReadConnection
+from {{ cookiecutter.package_name }}.db import Connection, ReadConnection
 from {{ cookiecutter.package_name }}.models import Item
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -33,10 +33,10 @@ async def write_then_fail(how: str, connection: Connection) -> None:
     raise RuntimeError("handler crashed after a write")
 
 
-async def in_transaction_after_a_write(
-    request: Request, write: Callable[[Executable], Awaitable[object]]
+async def in_transaction_after(
+    request: Request, statement: Executable, run: Callable[[Executable], Awaitable[object]]
 ) -> bool:
-    """Right after a write: does the driver hold a transaction open (not SQLAlchemy's view)?"""
+    """Right after `statement`: does the driver hold a transaction open (not SQLAlchemy's view)?"""
     states: list[bool] = []
 
     def record(connection: SyncConnection, *_: object) -> None:
@@ -52,7 +52,7 @@ async def in_transaction_after_a_write(
     engine = request.app.state.database.engine.sync_engine
     event.listen(engine, "after_cursor_execute", record)
     try:
-        await write(insert(Item).values(name="probe"))
+        await run(statement)
     finally:
         event.remove(engine, "after_cursor_execute", record)
     assert len(states) == 1
@@ -61,12 +61,12 @@ async def in_transaction_after_a_write(
 
 @probes.get("/in-transaction/read-only")
 async def read_only_transaction_state(reads: ReadConnection, request: Request) -> bool:
-    return await in_transaction_after_a_write(request, reads.execute)
+    return await in_transaction_after(request, select(Item.id).limit(1), reads.execute)
 
 
 @probes.get("/in-transaction/read-write")
 async def read_write_transaction_state(connection: Connection, request: Request) -> bool:
-    return await in_transaction_after_a_write(request, connection.execute)
+    return await in_transaction_after(request, insert(Item).values(name="probe"), connection.execute)
 
 
 @probes.get("/checked-out-between-reads")

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.database import create_engine, engine_options
+from {{ cookiecutter.package_name }}.db.engine import create_engine, engine_options
 from {{ cookiecutter.package_name }}.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""Two of the four pooling lessons as tests (the other two are `python -m {{ cookiecutter.package_name }}.bench`).
+"""Two of the four pooling lessons as tests (the other two are `python -m bench`).
 
 Lesson 3, leaks exhaust the pool: a route that never gives its connection back drains a small pool,
 while the release-safe dependency serves any number of requests from it.
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.dependencies import Connection
+from {{ cookiecutter.package_name }}.db import Connection
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from .conftest import pool_of

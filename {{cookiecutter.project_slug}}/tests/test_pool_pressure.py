@@ -22,10 +22,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.budget import ConnectionBudgetExceededError
-from {{ cookiecutter.package_name }}.database import reject_closed_connection
-from {{ cookiecutter.package_name }}.dependencies import Connection, ReadConnection
-from {{ cookiecutter.package_name }}.gate import CheckoutGate, PoolExhaustedError
+from {{ cookiecutter.package_name }}.db import Connection, PoolExhaustedError, ReadConnection
+from {{ cookiecutter.package_name }}.db.budget import ConnectionBudgetExceededError
+from {{ cookiecutter.package_name }}.db.engine import reject_closed_connection
+from {{ cookiecutter.package_name }}.db.queue import CheckoutQueue
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from .conftest import pool_of, running_server
@@ -84,7 +84,7 @@ async def holding_the_pool(client: AsyncClient, running_app: FastAPI) -> AsyncIt
 
 
 async def until(condition: Callable[[], bool], within: float = 10) -> None:
-    """Poll a condition on state the test cannot subscribe to (pool counters, the gate)."""
+    """Poll a condition on state the test cannot subscribe to (pool counters, the queue)."""
     with anyio.fail_after(within):
         while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
@@ -183,38 +183,38 @@ async def test_metrics_report_pool_state_and_counters(
     assert values["db_pool_checkout_wait_seconds_count"] >= 3
 
 
-async def test_gate_serves_waiters_before_newcomers() -> None:
+async def test_queue_serves_waiters_before_newcomers() -> None:
     """A place freed while someone waits goes to the waiter, even if a newcomer asks first."""
-    gate = CheckoutGate(capacity=1)
+    queue = CheckoutQueue(capacity=1)
     served: list[str] = []
 
     async def take(name: str) -> None:
-        await gate.enter(max_wait=5)
+        await queue.enter(max_wait=5)
         served.append(name)
-        gate.leave()
+        queue.leave()
 
-    await gate.enter(max_wait=5)
+    await queue.enter(max_wait=5)
     waiter = asyncio.create_task(take("waiter"))
-    await until(lambda: gate.waiting == 1)
-    gate.leave()
+    await until(lambda: queue.waiting == 1)
+    queue.leave()
     await take("newcomer")  # asks in the same instant the place is freed
     await waiter
 
     assert served == ["waiter", "newcomer"]
 
 
-async def test_gate_wait_is_bounded_by_the_timeout() -> None:
-    gate = CheckoutGate(capacity=1)
+async def test_queue_wait_is_bounded_by_the_timeout() -> None:
+    queue = CheckoutQueue(capacity=1)
 
-    await gate.enter(max_wait=5)
+    await queue.enter(max_wait=5)
     started = time.perf_counter()
     with pytest.raises(PoolExhaustedError):
-        await gate.enter(max_wait=0.05)
+        await queue.enter(max_wait=0.05)
 
     assert time.perf_counter() - started < 1
-    assert gate.waiting == 0
-    gate.leave()
-    await gate.enter(max_wait=0.05)  # the place given back is free again
+    assert queue.waiting == 0
+    queue.leave()
+    await queue.enter(max_wait=0.05)  # the place given back is free again
 
 
 async def test_connection_held_too_long_is_reported_with_its_route(

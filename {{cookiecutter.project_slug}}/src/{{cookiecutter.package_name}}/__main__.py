@@ -1,4 +1,4 @@
-"""`python -m {{ cookiecutter.package_name }}`: validate the settings, then serve with uvicorn."""
+"""`python -m <package>`: validate the settings, then serve with uvicorn."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def main() -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     uvicorn.run(
-        "{{ cookiecutter.package_name }}.app:create_app",
+        f"{__package__}.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -7,10 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from . import health, items
-from .budget import check_connection_budget
-from .errors import install_error_handlers
-from .pool import Database
+from .api import health, items
+from .api.errors import install_error_handlers
+from .db import Database, install_unit_of_work
+from .db.budget import check_connection_budget
 from .settings import Settings
 
 
@@ -36,4 +36,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(items.router)
     app.include_router(health.router)
     install_error_handlers(app)
+    install_unit_of_work(app)
     return app

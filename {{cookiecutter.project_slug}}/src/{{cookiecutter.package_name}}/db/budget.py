@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .settings import Settings
+from ..settings import Settings
 
 logger = logging.getLogger(__name__)
 LIMITS = text(

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 
-from .settings import Settings
+from ..settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ def connect_args(settings: Settings) -> dict[str, Any]:
 
 def isolation_level(settings: Settings) -> str | None:
     """AUTOCOMMIT: reads need no BEGIN/COMMIT and a pre-ping costs one round trip, not three;
-    the write dependency opens a real transaction (see dependencies.transaction).
+    a unit of work that writes opens a real transaction (see unit_of_work.py).
 
     Not behind PgBouncer: asyncpg prepares a statement and runs it in separate messages, and
     outside a transaction, transaction pooling may hand those to different server connections.

@@ -8,8 +8,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from .gate import PoolExhaustedError
-from .pool import DatabaseUnavailableError
+from ..db import DatabaseUnavailableError, PoolExhaustedError
 
 logger = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 1
@@ -31,7 +30,7 @@ def service_unavailable(detail: str) -> JSONResponse:
 
 
 async def pool_exhausted_handler(request: Request, error: Exception) -> JSONResponse:
-    # pool.Place has already logged the route and the pool's state.
+    # db.database.Place has already logged the route and the pool's state.
     return service_unavailable("every database connection is busy; retry shortly")
 
 
@@ -50,7 +49,7 @@ async def database_error_handler(request: Request, error: Exception) -> JSONResp
 
 
 async def database_unavailable_handler(request: Request, error: Exception) -> JSONResponse:
-    # pool.Place has already logged the route and the driver's error.
+    # db.database.Place has already logged the route and the driver's error.
     return service_unavailable("the database is unavailable; retry shortly")
 
 

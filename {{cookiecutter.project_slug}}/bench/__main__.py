@@ -33,7 +33,7 @@ Load = Callable[[str, int, int], LoadResult]
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m {{ cookiecutter.package_name }}.bench",
+        prog="python -m bench",
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

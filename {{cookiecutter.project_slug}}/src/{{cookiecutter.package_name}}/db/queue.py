@@ -1,25 +1,22 @@
-"""A first-come, first-served gate in front of pool checkout.
+"""The pool's queue: first come, first served, with a bounded wait.
 
 SQLAlchemy's async queue pool lets a request that has just arrived take a returned connection
 ahead of requests that are already waiting, so under sustained load a few requests wait for as
-long as the load lasts. The gate admits at most the pool's capacity at a time and hands freed
+long as the load lasts. This queue admits at most the pool's capacity at a time and hands freed
 places to waiters strictly in arrival order, so the wait is bounded by the queue ahead.
+
+A *place* is the right to one of the pool's connections: a request takes one place, however many
+statements it runs, so holding a place never means waiting for the pool.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-
-class PoolExhaustedError(Exception):
-    """No connection became free within the allowed wait."""
-
-    def __init__(self, waited: float) -> None:
-        super().__init__(f"no database connection became free within {waited:g} s")
-        self.waited = waited
+from .errors import PoolExhaustedError
 
 
-class CheckoutGate:
+class CheckoutQueue:
     def __init__(self, capacity: int | None) -> None:
         """`capacity` None admits everyone (pools without a size limit, such as NullPool)."""
         self.capacity = capacity

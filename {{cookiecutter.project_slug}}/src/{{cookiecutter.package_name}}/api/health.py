@@ -10,17 +10,15 @@ import anyio
 from fastapi import APIRouter, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import literal_column, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from .database import PoolStatus
-from .dependencies import get_database
-from .gate import PoolExhaustedError
-from .pool import DatabaseUnavailableError
+from ..db import DatabaseUnavailableError, PoolExhaustedError, UnitOfWork, get_database
+from ..db.engine import PoolStatus
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
-PING = text("SELECT 1")
+PING = select(literal_column("1"))
 
 
 class Liveness(BaseModel):
@@ -48,8 +46,9 @@ async def ready(request: Request, response: Response) -> Readiness:
     try:
         with anyio.fail_after(timeout):
             # The queue gives up first, so that a busy pool reads as busy, not as unreachable.
-            async with database.connection("readiness check", timeout * 0.8) as connection:
-                await connection.execute(PING)
+            work = UnitOfWork(database, "readiness check", max_wait=timeout * 0.8)
+            async with work:
+                await work.read_connection().execute(PING)
     except PoolExhaustedError:
         state = "busy"
     except (DatabaseUnavailableError, SQLAlchemyError, OSError, TimeoutError) as error:

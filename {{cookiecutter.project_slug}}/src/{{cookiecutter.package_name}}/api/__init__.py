@@ -1,0 +1,1 @@
+"""The HTTP side: one module per resource, the operational endpoints, and error handlers."""

@@ -1,0 +1,131 @@
+"""The database of one process: its engine, the pool's queue, metrics and the leak watch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from dataclasses import replace
+from typing import Self
+
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from ..settings import Settings
+from .engine import CheckoutCounter, PoolStatus, create_engine, pool_capacity, pool_status
+from .errors import DatabaseUnavailableError, PoolExhaustedError
+from .metrics import PoolMetrics
+from .queue import CheckoutQueue
+
+logger = logging.getLogger(__name__)
+
+
+class Database:
+    """The engine of one process, created in the lifespan and disposed with it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = create_engine(settings)
+        self._counter = CheckoutCounter.for_engine(self.engine)
+        self.queue = CheckoutQueue(pool_capacity(self.engine, settings))
+        self.metrics = PoolMetrics(self.status)
+        self.metrics.watch(self.engine)
+        # When each lent connection was lent, for the leak watch (DB_LEAK_THRESHOLD).
+        self._loans: dict[Place, float] = {}
+        self._leak_watch: asyncio.Task[None] | None = None
+
+    def status(self) -> PoolStatus:
+        return replace(pool_status(self.engine, self._counter), waiting=self.queue.waiting)
+
+    def place(self, purpose: str, max_wait: float | None = None) -> Place:
+        """A place in the queue, waited for at most `max_wait` (default DB_POOL_TIMEOUT).
+
+        `purpose` names the borrower in warnings. Requests take theirs through a `UnitOfWork`.
+        """
+        wait = self.settings.db_pool_timeout if max_wait is None else max_wait
+        return Place(self, purpose, wait)
+
+    def exhausted(self, purpose: str, waited: float) -> PoolExhaustedError:
+        self.metrics.checkout_timeouts.inc()
+        logger.warning(
+            "no database connection for %s within %g s; pool: %s", purpose, waited, self.status()
+        )
+        return PoolExhaustedError(waited)
+
+    def lent(self, place: Place, since: float) -> None:
+        threshold = self.settings.db_leak_threshold
+        if not threshold:
+            return
+        self._loans[place] = since
+        if self._leak_watch is None:
+            self._leak_watch = asyncio.get_running_loop().create_task(
+                self._watch_for_leaks(threshold)
+            )
+
+    def returned(self, place: Place) -> None:
+        self._loans.pop(place, None)
+
+    async def _watch_for_leaks(self, threshold: float) -> None:
+        """Warn, once per loan, about a connection held longer than `threshold`, while it is
+        still held. One task watches every loan; a timer per checkout would cost each request."""
+        while True:
+            await asyncio.sleep(min(threshold / 4, 1.0))
+            overdue = time.perf_counter() - threshold
+            for place, since in list(self._loans.items()):
+                if since < overdue:
+                    self._loans[place] = math.inf  # reported
+                    logger.warning(
+                        "possible connection leak: %s has held a database connection for "
+                        "more than %g s",
+                        place.purpose,
+                        threshold,
+                    )
+
+    async def dispose(self) -> None:
+        if self._leak_watch is not None:
+            self._leak_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leak_watch
+        await self.engine.dispose()
+
+
+class Place:
+    """A place in the queue: the right to one of the pool's connections (see queue.py)."""
+
+    __slots__ = ("_max_wait", "database", "purpose")
+
+    def __init__(self, database: Database, purpose: str, max_wait: float) -> None:
+        self.database = database
+        self.purpose = purpose
+        self._max_wait = max_wait
+
+    async def __aenter__(self) -> Self:
+        database = self.database
+        started = time.perf_counter()
+        try:
+            await database.queue.enter(self._max_wait)
+        except PoolExhaustedError:
+            raise database.exhausted(self.purpose, self._max_wait) from None
+        admitted = time.perf_counter()
+        database.metrics.checkout_wait.observe(admitted - started)
+        database.lent(self, admitted)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.database.returned(self)
+        self.database.queue.leave()
+
+    def unavailable(self, error: Exception) -> Exception:
+        """What a failure to check out a connection becomes: a 503, never a 500."""
+        if isinstance(error, PoolTimeoutError):
+            return self.database.exhausted(self.purpose, self._max_wait)
+        # The server's message names the user at most, never the password.
+        logger.warning("cannot connect to the database for %s: %s", self.purpose, error_name(error))
+        return DatabaseUnavailableError(error_name(error))
+
+
+def error_name(error: BaseException) -> str:
+    """The driver's exception class, e.g. `InvalidPasswordError`, without its message."""
+    original = getattr(error, "orig", None) or error
+    return type(original).__name__

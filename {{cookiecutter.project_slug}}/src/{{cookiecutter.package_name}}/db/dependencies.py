@@ -1,0 +1,161 @@
+"""Request dependencies: four views of the request's one unit of work (see unit_of_work.py).
+
+| dependency       | gives                  | for                                          |
+|------------------|------------------------|----------------------------------------------|
+| `Connection`     | `AsyncConnection`      | Core statements that write (and read)        |
+| `ReadConnection` | `ReadOnlyConnection`   | Core reads: the cheapest path, retried once  |
+| `Session`        | `AsyncSession`         | the ORM, writing (and reading)               |
+| `ReadSession`    | `ReadOnlySession`      | ORM reads                                    |
+
+Any mix in one handler shares one place in the queue and, once the request writes, one
+connection and one transaction. The transaction commits when the response is a success (a status
+below 400) and rolls back on any error or other status; the connection is back in the pool before
+the response is sent, on every path (success, error, cancellation, a client gone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import logging
+
+import anyio
+from fastapi import Depends, FastAPI, Request
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .database import Database
+from .unit_of_work import ReadOnlyConnection, ReadOnlySession, UnitOfWork
+
+logger = logging.getLogger(__name__)
+# Where the middleware and the dependencies meet in the request's ASGI scope.
+UNIT_OF_WORK = "database.unit_of_work"
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+def route_of(request: Request) -> str:
+    """`GET /items/{item_id}` rather than the concrete path, so logs group by route."""
+    route = request.scope.get("route")
+    return f"{request.method} {route.path if route is not None else request.url.path}"
+
+
+async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
+    """The request's unit of work; FastAPI makes this once per request, whoever asks for it.
+
+    Reads give their place back here, right after the handler. A unit that writes is flushed
+    here, so that a failing write fails the request through the error handlers, and committed
+    or rolled back by `CommitBeforeResponse` once the response's status is known.
+    """
+    if UNIT_OF_WORK not in request.scope:
+        raise RuntimeError(
+            "database dependencies need CommitBeforeResponse: build the application with "
+            "create_app(), or add install_unit_of_work(app)"
+        )
+    work = UnitOfWork(get_database(request), route_of(request))
+    request.scope[UNIT_OF_WORK] = work
+    try:
+        yield work
+        if work.writes:
+            await work.flush()
+        else:
+            await work.finish(commit=False)
+    except BaseException:
+        await work.finish(commit=False)
+        raise
+
+
+async def connection(work: Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]) -> (
+    AsyncConnection
+):
+    return await work.connection()
+
+
+async def read_connection(
+    work: Annotated[UnitOfWork, Depends(unit_of_work, scope="function")],
+) -> ReadOnlyConnection:
+    await work.enter()  # a full pool answers 503 before the handler starts
+    return work.read_connection()
+
+
+async def session(work: Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]) -> (
+    AsyncSession
+):
+    return await work.session()
+
+
+async def read_session(
+    work: Annotated[UnitOfWork, Depends(unit_of_work, scope="function")],
+) -> ReadOnlySession:
+    await work.enter()
+    return work.read_session()
+
+
+Connection = Annotated[AsyncConnection, Depends(connection, scope="function")]
+ReadConnection = Annotated[ReadOnlyConnection, Depends(read_connection, scope="function")]
+Session = Annotated[AsyncSession, Depends(session, scope="function")]
+ReadSession = Annotated[ReadOnlySession, Depends(read_session, scope="function")]
+
+
+class CommitBeforeResponse:
+    """Commits a request's unit of work when its response is a success, before it is sent.
+
+    The dependency's clean-up runs before FastAPI sends the response, but it cannot see the
+    response: a handler may *return* a 4xx. This sees the status as the response starts. A commit
+    that fails becomes the error's own response (409, 503, ...) instead of the success.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope[UNIT_OF_WORK] = None
+        failed = False
+
+        async def send_after_commit(message: Message) -> None:
+            nonlocal failed
+            if failed:
+                return  # the rest of the response that a failed commit replaced
+            if message["type"] == "http.response.start":
+                work: UnitOfWork | None = scope[UNIT_OF_WORK]
+                if work is not None:
+                    try:
+                        await work.finish(commit=200 <= message["status"] < 400)  # noqa: PLR2004
+                    except Exception as error:
+                        failed = True
+                        response = await error_response(scope, receive, error)
+                        await response(scope, receive, send)
+                        return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_after_commit)
+        finally:
+            work: UnitOfWork | None = scope[UNIT_OF_WORK]
+            if work is not None:
+                with anyio.CancelScope(shield=True):
+                    await work.finish(commit=False)
+
+
+async def error_response(scope: Scope, receive: Receive, error: Exception) -> Response:
+    """The response the application's own exception handlers give `error`, or a plain 500."""
+    handlers = scope["app"].exception_handlers
+    for kind in type(error).__mro__:
+        handler = handlers.get(kind)
+        if handler is not None:
+            response: Response = await handler(Request(scope, receive), error)
+            return response
+    logger.error("commit failed", exc_info=error)
+    return PlainTextResponse("Internal Server Error", status_code=500)
+
+
+def install_unit_of_work(app: FastAPI) -> None:
+    app.add_middleware(CommitBeforeResponse)
