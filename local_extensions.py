@@ -1,10 +1,12 @@
 """Jinja filters for the template, loaded through `_extensions` in cookiecutter.json.
 
-The pre-generation hook rejects control characters in free-text answers, so escaping quotes and
-backslashes is all either filter has to do; non-ASCII text stays readable.
+The pre-generation hook rejects control characters and line breaks in free-text answers, so
+escaping quotes, backslashes and Markdown's punctuation is all these filters have to do; non-ASCII
+text stays readable.
 """
 
 import json
+import re
 
 from cookiecutter.utils import simple_filter
 
@@ -20,6 +22,20 @@ def python_string(value: object) -> str:
     if text.count('"') > text.count("'"):
         return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return json.dumps(text, ensure_ascii=False)
+
+
+# Inline Markdown (emphasis, code, links, HTML, entities, a heading's closing #s), escaped anywhere.
+MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]<>#&~|])")
+# What would open a list, a thematic break or a setext heading at the start of a line.
+MARKDOWN_LINE_START = re.compile(r"^([-+=])|^([0-9]+)([.)])")
+
+
+def markdown_text(value: object) -> str:
+    """One line of text that Markdown shows as written, inside a paragraph or a heading."""
+    escaped = MARKDOWN_INLINE.sub(r"\\\1", str(value).strip())
+    return MARKDOWN_LINE_START.sub(
+        lambda match: "\\" + match[1] if match[1] else f"{match[2]}\\{match[3]}", escaped
+    )
 
 
 # What cookiecutter and cruft add about one particular run, not about the project.
@@ -40,3 +56,4 @@ def recorded_answers(context: dict[str, object]) -> str:
 TomlStringFilter = simple_filter(toml_string)
 PythonStringFilter = simple_filter(python_string)
 RecordedAnswersFilter = simple_filter(recorded_answers)
+MarkdownTextFilter = simple_filter(markdown_text)

@@ -12,7 +12,9 @@ import post_gen_project
 import pre_gen_project
 import pytest
 
-from local_extensions import python_string, recorded_answers, toml_string
+from markdown_it import MarkdownIt
+
+from local_extensions import markdown_text, python_string, recorded_answers, toml_string
 
 DEFAULT_ANSWERS = {
     "project_name": "My Service",
@@ -59,6 +61,96 @@ def test_all_bad_answers_are_reported_together() -> None:
 )
 def test_good_answers_are_accepted(answer: str, value: str) -> None:
     assert pre_gen_project.find_errors({**DEFAULT_ANSWERS, answer: value}) == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("pool_size", "05"),
+        ("pool_size", "²"),
+        ("pool_size", "٣"),
+        ("pool_size", " 5"),
+        ("pool_size", "+5"),
+        ("pool_size", "262144"),
+        ("max_overflow", "00"),
+        ("max_overflow", "1_000"),
+        ("pool_timeout", "1e3"),
+        ("pool_timeout", "inf"),
+        ("pool_timeout", "nan"),
+        ("pool_timeout", "٣"),
+        ("pool_timeout", "05"),
+        ("pool_timeout", ".5"),
+        ("pool_timeout", "0.0"),
+        ("pool_timeout", "3601"),
+        ("python_version", "3.١٢"),
+        ("python_version", "3.011"),
+        ("project_slug", "my-service\n"),
+        ("author_email", "Jane <jane@example.com>"),
+        ("author_email", "jane@example.com\x00"),
+        ("description", "one\u2028two"),
+        ("author_name", "Jane\x85"),
+        ("project_name", "Service \u202eevil"),
+        ("database", "mysql"),
+    ],
+)
+def test_answers_are_checked_as_they_will_be_rendered(answer: str, value: str) -> None:
+    errors = pre_gen_project.find_errors({**DEFAULT_ANSWERS, answer: value})
+
+    assert [error.answer for error in errors] == [answer]
+    assert "\n" not in str(errors[0])
+
+
+def test_a_slug_derived_from_the_project_name_is_reported_as_the_name() -> None:
+    answers = {
+        **DEFAULT_ANSWERS,
+        "project_name": "Café",
+        "project_slug": "café",
+        "package_name": "café",
+    }
+
+    (error,) = pre_gen_project.find_errors(answers)
+
+    assert error.answer == "project_name"
+    assert str(error).startswith("project_name='Café': gives project_slug='café', which must")
+
+
+def test_a_typed_slug_is_reported_as_itself() -> None:
+    answers = {**DEFAULT_ANSWERS, "project_slug": "2fast", "package_name": "2fast"}
+
+    (error,) = pre_gen_project.find_errors(answers)
+
+    assert error.answer == "project_slug"
+
+
+MARKDOWN_TEXT = [
+    "- a list?",
+    "1. an ordered list?",
+    "---",
+    "```",
+    "<!-- hidden?",
+    "**bold** _em_ [link](url) &amp; `code` a\\",
+    "C# #",
+    "    indented",
+    'Café "Ünïcode" Service',
+]
+
+
+@pytest.mark.parametrize("text", MARKDOWN_TEXT)
+def test_markdown_text_filter_shows_the_text_as_written(text: str) -> None:
+    tokens = MarkdownIt("commonmark").parseInline(markdown_text(text))[0].children or []
+
+    assert [token.type for token in tokens] == ["text"] * len(tokens)
+    assert "".join(token.content for token in tokens) == text.strip()
+
+
+def test_markdown_text_filter_keeps_a_paragraph_a_paragraph() -> None:
+    for text in MARKDOWN_TEXT:
+        tokens = MarkdownIt("commonmark").parse(markdown_text(text))
+        assert [token.type for token in tokens] == [
+            "paragraph_open",
+            "inline",
+            "paragraph_close",
+        ], text
 
 
 TRICKY_TEXT = ['He said "hi"', "back\\slash", "Ünïcødé ✓ 😀", "it's", "'\"' mixed \"'\""]
