@@ -11,7 +11,6 @@ from pathlib import Path
 import post_gen_project
 import pre_gen_project
 import pytest
-
 from markdown_it import MarkdownIt
 
 from local_extensions import markdown_text, python_string, recorded_answers, toml_string
