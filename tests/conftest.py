@@ -120,8 +120,9 @@ class BakeEnvironments:
         if version not in self._by_version:
             interpreter = find_python(version)
             if interpreter is None:
-                pytest.skip(
-                    f"no Python {version} interpreter found to test a bake that requires it"
+                skip_unless_required(
+                    f"no Python {version} interpreter found to test a bake that requires it",
+                    "REQUIRE_PYTHONS",
                 )
             environment = BakeEnvironment(BAKE_VENVS / version, interpreter)
             environment.create()

@@ -17,7 +17,7 @@ from typing import Any
 
 import dockerfile
 import pytest
-from conftest import find_python, run
+from conftest import find_python, run, skip_unless_required
 
 VENV = "/opt/venv"
 
@@ -61,7 +61,10 @@ def image(project: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     arguments, (build, runtime) = dockerfile.parse(project / "Dockerfile")
     interpreter = find_python(arguments["PYTHON_VERSION"])
     if interpreter is None:
-        pytest.skip(f"no Python {arguments['PYTHON_VERSION']} to build the image's venv with")
+        skip_unless_required(
+            f"no Python {arguments['PYTHON_VERSION']} to build the image's venv with",
+            "REQUIRE_PYTHONS",
+        )
     root = tmp_path_factory.mktemp("image")
     venv, context, app = root / "venv", root / "build", root / "app"
     context.mkdir()
