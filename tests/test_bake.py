@@ -304,7 +304,9 @@ def test_pyproject_says_what_the_answers_say(baked: Any) -> None:
         re.split(r"[<>=\[]", requirement)[0]
         for requirement in project["optional-dependencies"]["dev"]
     }
-    assert {"pytest", "pytest-asyncio", "httpx", "asgi-lifespan", "ruff", "mypy"} <= dev
+    assert {"pytest", "pytest-asyncio", "pytest-timeout", "httpx", "asgi-lifespan"} <= dev
+    assert {"ruff", "mypy"} <= dev
+    assert pyproject["tool"]["pytest"]["ini_options"]["timeout"] > 0
     bench = {
         re.split(r"[<>=\[]", requirement)[0]
         for requirement in project["optional-dependencies"]["bench"]

@@ -293,8 +293,9 @@ async def test_closed_connections_are_replaced_without_a_ping_or_a_retry(
     assert not settings.db_pool_pre_ping
     await asyncio.gather(*(client.get("/items") for _ in range(4)))
     assert await terminate_sessions(admin, settings.db_application_name) >= 1
-    while await app_sessions(admin, settings.db_application_name):  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
+    with anyio.fail_after(10):
+        while await app_sessions(admin, settings.db_application_name):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
     await asyncio.sleep(0.2)  # the closed sockets reach the event loop: the case checked here
 
     statuses = [(await client.get("/probe/read-without-retry")).status_code for _ in range(50)]
