@@ -221,7 +221,9 @@ def test_compose_runs_the_service_with_postgresql_and_optional_pgbouncer(baked: 
         return
     compose = yaml.safe_load((baked.project_path / "compose.yaml").read_text())
     services = compose["services"]
-    db, app, migrate, pgbouncer = (services[name] for name in ("db", "app", "migrate", "pgbouncer"))
+    db, app, migrate, pgbouncer, app_pgbouncer = (
+        services[name] for name in ("db", "app", "migrate", "pgbouncer", "app-pgbouncer")
+    )
     credentials = db["environment"]
     url = (
         f"postgresql+asyncpg://{credentials['POSTGRES_USER']}:{credentials['POSTGRES_PASSWORD']}"
@@ -230,18 +232,30 @@ def test_compose_runs_the_service_with_postgresql_and_optional_pgbouncer(baked: 
 
     assert db["image"].split(":")[0] == "postgres"
     assert "pg_isready" in " ".join(db["healthcheck"]["test"])
-    assert migrate["build"] == app["build"] == "."
+    assert migrate["build"] == app["build"] == app_pgbouncer["build"] == "."
     assert migrate["command"] == ["python", "-m", "alembic", "upgrade", "head"]
     assert migrate["environment"]["DATABASE_URL"] == url.format(host="db")
     assert migrate["depends_on"]["db"]["condition"] == "service_healthy"
-    assert app["environment"]["DATABASE_URL"] == url.format(host="${DATABASE_HOST:-db}")
+    assert app["environment"]["DATABASE_URL"] == url.format(host="db")
+    assert app["environment"].get("DB_PGBOUNCER", "false") == "false"
     assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    assert app["depends_on"]["pgbouncer"]["required"] is False
     assert "profiles" not in app
     assert "profiles" not in db
-    assert pgbouncer["profiles"] == ["pgbouncer"]
+    assert pgbouncer["profiles"] == app_pgbouncer["profiles"] == ["pgbouncer"]
     assert pgbouncer["environment"]["DB_HOST"] == "db"
     assert pgbouncer["environment"]["POOL_MODE"] == "transaction"
+    # Behind PgBouncer the service must run with DB_PGBOUNCER=true (the README's rule).
+    assert app_pgbouncer["environment"]["DATABASE_URL"] == url.format(host="pgbouncer")
+    assert app_pgbouncer["environment"]["DB_PGBOUNCER"] == "true"
+    assert app_pgbouncer["depends_on"]["pgbouncer"]["condition"] == "service_started"
+    assert app_pgbouncer["depends_on"]["migrate"] == app["depends_on"]["migrate"]
+    assert {app["ports"][0].rsplit(":", 1)[0], app_pgbouncer["ports"][0].rsplit(":", 1)[0]} == {
+        "127.0.0.1:8000",
+        "127.0.0.1:8001",
+    }
+    for name, service in services.items():
+        if "image" in service:
+            assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+[\w.-]*", service["image"]), name
 
 
 def test_dockerfile_builds_a_slim_non_root_image_without_dev_tools(baked: Any) -> None:
