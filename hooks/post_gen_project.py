@@ -12,16 +12,21 @@ INITIAL_COMMIT_MESSAGE = "Bake the project from the pooled FastAPI service templ
 
 
 def files_that_do_not_apply(answers: Mapping[str, object]) -> list[str]:
-    """Whole files that only make sense for other answers."""
+    """Whole files and folders that only make sense for other answers."""
     if answers["database"] != "postgresql":
-        # Its whole point is running the service next to PostgreSQL (and PgBouncer).
-        return ["compose.yaml"]
+        # Their whole point is running the service next to PostgreSQL (and PgBouncer): a SQLite
+        # file next to each pod of a Deployment would be a database per pod.
+        return ["compose.yaml", "deploy", "tests/test_kubernetes.py"]
     return []
 
 
 def remove_files(project: Path, names: list[str]) -> None:
     for name in names:
-        (project / name).unlink()
+        path = project / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def git(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:

@@ -78,15 +78,19 @@ REJECTED: list[tuple[dict[str, str], str]] = [
 ]
 
 # The only tests a bake's suite may skip: PgBouncer's, in a SQLite bake (no PostgreSQL to put it
-# in front of) or where PgBouncer is not installed and not required.
+# in front of) or where PgBouncer is not installed and not required; promtool's and kubectl's where
+# they are not installed and not required (REQUIRE_PROMTOOL=1, REQUIRE_KUBECTL=1).
 # Skips a bake's own suite may report; any other skip fails the run.
 ALLOWED_SKIPS = {
-    "postgresql": ("PgBouncer tests need",),
-    "sqlite": ("PgBouncer tests need", "needs PostgreSQL"),
+    "postgresql": ("PgBouncer tests need", "Kubernetes tests need", "promtool tests need"),
+    "sqlite": ("PgBouncer tests need", "needs PostgreSQL", "promtool tests need"),
 }
 SKIP_REASON = re.compile(r"^SKIPPED \[\d+\] [^:]+:\d+: (.*)$", re.MULTILINE)
 # `.cookiecutter.json`, the recorded answers, is a file name, not a leftover.
 TEMPLATE_MARKER = re.compile(r"(?<!\$)\{\{|\{%|\bcookiecutter\.(?!json\b)")
+# Prometheus and Grafana fill in their own `{{ $labels.pool_name }}` and `{{state}}` there.
+OWN_TEMPLATES = "monitoring/"
+JINJA_MARKER = re.compile(r"\{%|\bcookiecutter\.(?!json\b)")
 
 
 def answer(result: Any, name: str) -> str:
@@ -132,7 +136,7 @@ def test_no_template_syntax_is_left(baked: Any) -> None:
         f"{name}:{number}"
         for name, content in project_files(baked.project_path).items()
         for number, line in enumerate(content.decode().splitlines(), start=1)
-        if TEMPLATE_MARKER.search(line)
+        if (JINJA_MARKER if name.startswith(OWN_TEMPLATES) else TEMPLATE_MARKER).search(line)
     ]
 
     assert leftovers == []
@@ -141,7 +145,12 @@ def test_no_template_syntax_is_left(baked: Any) -> None:
 def test_only_the_files_that_apply_are_kept(baked: Any) -> None:
     project = baked.project_path
 
-    assert (project / "compose.yaml").is_file() == (answer(baked, "database") == "postgresql")
+    postgresql = answer(baked, "database") == "postgresql"
+
+    assert (project / "compose.yaml").is_file() == postgresql
+    assert (project / "deploy/kubernetes/kustomization.yaml").is_file() == postgresql
+    assert (project / "deploy").exists() == postgresql
+    assert (project / "tests/test_kubernetes.py").is_file() == postgresql
     assert (project / ".git").is_dir() == (answer(baked, "git_init") == "yes")
     for name in (
         "Dockerfile",
@@ -153,6 +162,10 @@ def test_only_the_files_that_apply_are_kept(baked: Any) -> None:
         ".pre-commit-config.yaml",
         ".github/workflows/ci.yml",
         ".cookiecutter.json",
+        "monitoring/alerts.yml",
+        "monitoring/alerts.test.yml",
+        "monitoring/grafana-dashboard.json",
+        "tests/test_monitoring.py",
     ):
         assert (project / name).is_file(), name
 

@@ -208,12 +208,26 @@ def test_git_init_must_be_yes_or_no() -> None:
 
 
 @pytest.mark.parametrize(
-    ("database", "removed"), [("sqlite", ["compose.yaml"]), ("postgresql", [])]
+    ("database", "removed"),
+    [("sqlite", ["compose.yaml", "deploy", "tests/test_kubernetes.py"]), ("postgresql", [])],
 )
-def test_compose_file_is_only_kept_for_postgresql(database: str, removed: list[str]) -> None:
+def test_postgresql_deployment_files_are_only_kept_for_postgresql(
+    database: str, removed: list[str]
+) -> None:
     answers = {**DEFAULT_ANSWERS, "database": database}
 
     assert post_gen_project.files_that_do_not_apply(answers) == removed
+
+
+def test_remove_files_removes_files_and_whole_folders(tmp_path: Path) -> None:
+    (tmp_path / "deploy" / "kubernetes").mkdir(parents=True)
+    (tmp_path / "deploy" / "kubernetes" / "kustomization.yaml").write_text("kind: Kustomization\n")
+    (tmp_path / "compose.yaml").write_text("services: {}\n")
+    (tmp_path / "kept.txt").write_text("")
+
+    post_gen_project.remove_files(tmp_path, ["compose.yaml", "deploy"])
+
+    assert [path.name for path in tmp_path.iterdir()] == ["kept.txt"]
 
 
 def test_next_steps_offer_compose_only_where_it_is_baked() -> None:
