@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import uuid4
 
 import httpx
@@ -21,6 +22,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import delete
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -28,6 +30,9 @@ from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.db.engine import PoolStatus
 from {{ cookiecutter.package_name }}.models import Item
 from {{ cookiecutter.package_name }}.settings import Settings
+
+if TYPE_CHECKING:
+    from .pgbouncer import PgBouncer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The database this project targets; TEST_DATABASE_URL always wins.
@@ -171,3 +176,32 @@ def running_server(**environment: str) -> Iterator[Server]:
     finally:
         process.send_signal(signal.SIGINT)
         server.output, _ = process.communicate(timeout=30)
+
+
+# PgBouncer's server connections for the test database.
+PGBOUNCER_SERVER_POOL_SIZE = 4
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(migrated_database: str) -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction mode in front of the test database, for the session."""
+    from .pgbouncer import PgBouncer, find_pgbouncer  # noqa: PLC0415 (it imports free_port)
+
+    server = make_url(migrated_database)
+    binary = find_pgbouncer()
+    reason = None
+    if server.get_backend_name() != "postgresql":
+        reason = "PgBouncer tests need a PostgreSQL TEST_DATABASE_URL"
+    elif binary is None:
+        reason = "PgBouncer tests need pgbouncer (apt-get install pgbouncer, or set PGBOUNCER)"
+    if reason:
+        if postgres_required():
+            pytest.fail(f"{reason} (REQUIRE_POSTGRES=1 makes this a failure)")
+        pytest.skip(reason)
+    assert binary is not None
+    bouncer = PgBouncer(binary, server, pool_size=PGBOUNCER_SERVER_POOL_SIZE)
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()

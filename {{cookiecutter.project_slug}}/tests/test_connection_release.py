@@ -66,7 +66,8 @@ async def read_only_transaction_state(reads: ReadConnection, request: Request) -
 
 @probes.get("/in-transaction/read-write")
 async def read_write_transaction_state(connection: Connection, request: Request) -> bool:
-    return await in_transaction_after(request, insert(Item).values(name="probe"), connection.execute)
+    statement = insert(Item).values(name="probe")
+    return await in_transaction_after(request, statement, connection.execute)
 
 
 @probes.get("/checked-out-between-reads")

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -15,7 +15,6 @@ import pytest
 from asgi_lifespan import LifespanManager
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import delete, insert, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -23,34 +22,12 @@ from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.models import Item
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from .conftest import PROJECT_ROOT, postgres_required
-from .pgbouncer import PgBouncer, find_pgbouncer
+from .conftest import PGBOUNCER_SERVER_POOL_SIZE, PROJECT_ROOT
+from .pgbouncer import PgBouncer
 
-SERVER_POOL_SIZE = 4  # PgBouncer's server connections for the test database
+SERVER_POOL_SIZE = PGBOUNCER_SERVER_POOL_SIZE
 CONCURRENCY = 50
 REQUESTS = 450
-
-
-@pytest.fixture(scope="module")
-def pgbouncer(migrated_database: str) -> Iterator[PgBouncer]:
-    server = make_url(migrated_database)
-    binary = find_pgbouncer()
-    reason = None
-    if server.get_backend_name() != "postgresql":
-        reason = "PgBouncer tests need a PostgreSQL TEST_DATABASE_URL"
-    elif binary is None:
-        reason = "PgBouncer tests need pgbouncer (apt-get install pgbouncer, or set PGBOUNCER)"
-    if reason:
-        if postgres_required():
-            pytest.fail(f"{reason} (REQUIRE_POSTGRES=1 makes this a failure)")
-        pytest.skip(reason)
-    assert binary is not None
-    bouncer = PgBouncer(binary, server, pool_size=SERVER_POOL_SIZE)
-    bouncer.start()
-    try:
-        yield bouncer
-    finally:
-        bouncer.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import anyio
 from fastapi import APIRouter, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import literal_column, select
+from sqlalchemy import Executable, literal_column, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..db import DatabaseUnavailableError, PoolExhaustedError, UnitOfWork, get_database
@@ -18,7 +18,7 @@ from ..db.engine import PoolStatus
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
-PING = select(literal_column("1"))
+PING: Executable = select(literal_column("1"))
 
 
 class Liveness(BaseModel):

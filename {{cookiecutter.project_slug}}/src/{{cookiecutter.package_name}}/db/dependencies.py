@@ -15,10 +15,9 @@ the response is sent, on every path (success, error, cancellation, a client gone
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
-
-import logging
 
 import anyio
 from fastapi import Depends, FastAPI, Request
@@ -70,9 +69,9 @@ async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
         raise
 
 
-async def connection(work: Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]) -> (
-    AsyncConnection
-):
+async def connection(
+    work: Annotated[UnitOfWork, Depends(unit_of_work, scope="function")],
+) -> AsyncConnection:
     return await work.connection()
 
 
@@ -83,9 +82,9 @@ async def read_connection(
     return work.read_connection()
 
 
-async def session(work: Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]) -> (
-    AsyncSession
-):
+async def session(
+    work: Annotated[UnitOfWork, Depends(unit_of_work, scope="function")],
+) -> AsyncSession:
     return await work.session()
 
 
@@ -129,7 +128,7 @@ class CommitBeforeResponse:
                 if work is not None:
                     try:
                         await work.finish(commit=200 <= message["status"] < 400)  # noqa: PLR2004
-                    except Exception as error:
+                    except Exception as error:  # noqa: BLE001 (answered by its handler)
                         failed = True
                         response = await error_response(scope, receive, error)
                         await response(scope, receive, send)

@@ -22,6 +22,7 @@ class CheckoutQueue:
         self.capacity = capacity
         self._places = asyncio.Semaphore(capacity) if capacity else None
         self.waiting = 0
+        self.admitted = 0  # places taken and not yet given back
 
     async def enter(self, max_wait: float) -> None:
         """Take a place, waiting at most `max_wait` seconds behind those who came first.
@@ -29,9 +30,11 @@ class CheckoutQueue:
         Every `enter` that returns must be matched by one `leave`.
         """
         if self._places is None:
+            self.admitted += 1
             return
         if not self._places.locked():  # a free place and nobody queued: no wait, no timer
             await self._places.acquire()
+            self.admitted += 1
             return
         self.waiting += 1
         try:
@@ -41,7 +44,9 @@ class CheckoutQueue:
             raise PoolExhaustedError(max_wait) from None
         finally:
             self.waiting -= 1
+        self.admitted += 1
 
     def leave(self) -> None:
+        self.admitted -= 1
         if self._places is not None:
             self._places.release()

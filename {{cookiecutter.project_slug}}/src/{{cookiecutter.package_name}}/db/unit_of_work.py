@@ -15,21 +15,23 @@ into (`text()`, a SELECT with a data-modifying CTE) runs where the database itse
 
 from __future__ import annotations
 
+import enum
 import logging
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import partial
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import anyio
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import Executable, Result, ScalarResult
+from sqlalchemy import Executable, Result, ScalarResult, Transaction
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session as SyncSession
 from sqlalchemy.sql.ddl import ExecutableDDLElement
+from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import CTE
 from sqlalchemy.sql.visitors import iterate
 from sqlalchemy.util import greenlet_spawn
@@ -266,13 +268,13 @@ class ReadOnlySession:
     async def get_one(self, entity: type[T], ident: Any) -> T:
         return await self._run(lambda session: session.get_one(entity, ident))
 
-    def add(self, instance: object) -> None:
+    def add(self, _instance: object) -> None:
         raise ReadOnlyError(self.dependency)
 
-    def add_all(self, instances: object) -> None:
+    def add_all(self, _instances: object) -> None:
         raise ReadOnlyError(self.dependency)
 
-    async def delete(self, instance: object) -> None:
+    async def delete(self, _instance: object) -> None:
         raise ReadOnlyError(self.dependency)
 
     async def flush(self) -> None:
@@ -292,7 +294,7 @@ class ReadOnlySession:
 class _NeverFlushingSession(SyncSession):
     """The ORM session behind `ReadSession`: a flush with anything to write raises."""
 
-    def flush(self, objects: Sequence[Any] | None = None) -> None:
+    def flush(self, objects: Sequence[Any] | None = None) -> None:  # noqa: ARG002
         if self.new or self.deleted or self.dirty:
             raise ReadOnlyError(ReadOnlySession.dependency)
 
@@ -332,33 +334,42 @@ def _commit_and_close(connection: SyncConnection, session: AsyncSession | None) 
     connection.close()
 
 
-# Statements that are plain reads, remembered: most are built once, at import.
-_plain_reads: weakref.WeakKeyDictionary[Executable, bool] = weakref.WeakKeyDictionary()
+class Kind(enum.Enum):
+    READS = "reads"  # a SELECT: runs as is, and may run again
+    WRITES = "writes"  # INSERT, UPDATE, DELETE, DDL, or a SELECT with a data-modifying CTE
+    OPAQUE = "opaque"  # text() and the like: only the database can tell
 
 
-def is_plain_read(statement: Executable) -> bool:
-    """A SELECT without a data-modifying CTE: it can run as is, and run again."""
-    known = _plain_reads.get(statement)
-    if known is None:
-        known = statement.is_select and not any(
-            isinstance(element, CTE) and element.element.is_dml for element in iterate(statement)
-        )
-        _plain_reads[statement] = known
-    return known
+# What each statement does, remembered: most are built once, at import.
+_kinds: weakref.WeakKeyDictionary[Executable, Kind] = weakref.WeakKeyDictionary()
 
 
-def writes(statement: Executable) -> bool:
-    return statement.is_dml or isinstance(statement, ExecutableDDLElement)
+def kind_of(statement: Executable) -> Kind:
+    kind = _kinds.get(statement)
+    if kind is None:
+        if statement.is_dml or isinstance(statement, ExecutableDDLElement):
+            kind = Kind.WRITES
+        elif statement.is_select:
+            writing_cte = any(
+                isinstance(element, CTE) and element.element.is_dml
+                for element in iterate(cast("ClauseElement", statement))
+            )
+            kind = Kind.WRITES if writing_cte else Kind.READS
+        else:
+            kind = Kind.OPAQUE
+        _kinds[statement] = kind
+    return kind
 
 
 @contextmanager
 def read_only(connection: SyncConnection, statement: Executable, dependency: str) -> Iterator[None]:
     """Refuse `statement` if it writes; let the database refuse it where we cannot tell."""
-    if writes(statement):
-        raise ReadOnlyError(dependency)
-    if is_plain_read(statement):
+    kind = kind_of(statement)
+    if kind is Kind.READS:
         yield
         return
+    if kind is Kind.WRITES:
+        raise ReadOnlyError(dependency)
     try:
         with writes_refused_by_the_database(connection):
             yield
@@ -379,6 +390,7 @@ def writes_refused_by_the_database(connection: SyncConnection) -> Iterator[None]
         finally:
             connection.exec_driver_sql("PRAGMA query_only = OFF")
         return
+    transaction: Transaction
     if connection.in_transaction():
         transaction = connection.begin_nested()
     else:
