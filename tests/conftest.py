@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_ANSWERS: dict[str, Any] = json.loads((ROOT / "cookiecutter.json").read_text())
+LOCK_DEV = "requirements-dev.lock"
 BAKE_VENVS = Path(os.environ.get("BAKE_VENVS", ROOT / ".cache" / "bake-venvs"))
 
 
@@ -66,8 +67,8 @@ def find_python(version: str) -> str | None:
 
 class BakeEnvironment:
     """A virtual environment shared by every bake for one Python version: the first bake brings
-    the dependencies (the same for every variant, with the `bench` extra), each later one installs
-    only itself."""
+    the dependencies from its lock (the same for every variant, with the `bench` extra), each
+    later one installs only itself."""
 
     def __init__(self, path: Path, interpreter: str) -> None:
         self.path = path
@@ -92,7 +93,8 @@ class BakeEnvironment:
         if self.installed == project:
             return
         if not self.has_dependencies:
-            self.pip("install", "--quiet", f"{project}[dev,bench]")
+            # As the baked CI installs: the locked versions, then the project without its deps.
+            self.pip("install", "--quiet", "--require-hashes", "-r", str(project / LOCK_DEV))
             self.has_dependencies = True
         self.pip(
             "install",

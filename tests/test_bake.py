@@ -166,6 +166,8 @@ def test_only_the_files_that_apply_are_kept(baked: Any) -> None:
         "monitoring/alerts.test.yml",
         "monitoring/grafana-dashboard.json",
         "tests/test_monitoring.py",
+        "requirements.lock",
+        "requirements-dev.lock",
     ):
         assert (project / name).is_file(), name
 
@@ -216,9 +218,10 @@ def test_ci_workflow_lints_migrates_and_tests_on_postgresql(baked: Any) -> None:
     assert job["env"]["TEST_DATABASE_URL"].endswith(f"@127.0.0.1:5432/{database}")
     assert migrate["env"]["DATABASE_URL"] == job["env"]["TEST_DATABASE_URL"]
     assert str(python["with"]["python-version"]) == answer(baked, "python_version")
+    assert python["with"]["cache-dependency-path"] == "requirements-dev.lock"
     assert runs == [
         "sudo apt-get update && sudo apt-get install -y pgbouncer",
-        "pip install '.[dev]'",
+        "pip install --require-hashes -r requirements-dev.lock && pip install --no-deps .",
         "python -m ruff check .",
         "python -m ruff format --check .",
         "python -m mypy",
@@ -284,7 +287,8 @@ def test_dockerfile_builds_a_slim_non_root_image_without_dev_tools(baked: Any) -
     assert arguments["PYTHON_VERSION"] == answer(baked, "python_version")
     assert build.base == runtime.base == "python:${PYTHON_VERSION}-slim"
     assert build.name == "build"
-    assert "pip install ." in runs
+    assert "pip install --require-hashes --only-binary=:all: -r requirements.lock" in runs
+    assert "pip install --no-deps ." in runs
     assert "[dev]" not in (baked.project_path / "Dockerfile").read_text()
     assert all(not instruction.arguments.startswith("--from") for instruction in build.all("COPY"))
     assert ("/opt/venv", "/opt/venv", {"from": "build"}) in [
