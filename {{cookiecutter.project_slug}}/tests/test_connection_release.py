@@ -1,9 +1,12 @@
-"""The connection dependency gives every connection back: on success, error and cancellation."""
+"""Every database dependency gives its connection and its place back: on success, error and
+cancellation, before the response is sent."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import asyncpg
@@ -15,14 +18,71 @@ from sqlalchemy import Executable, event, insert, select
 from starlette.types import Message, Receive, Scope, Send
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.db import Connection, ReadConnection
+from {{ cookiecutter.package_name }}.db import Connection, ReadConnection, ReadSession, Session
 from {{ cookiecutter.package_name }}.models import Item
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from .conftest import pool_of
 
 probes = APIRouter(prefix="/probe")
-holding = asyncio.Event()
+VIEWS: dict[str, Any] = {
+    "connection": Connection,
+    "read_connection": ReadConnection,
+    "session": Session,
+    "read_session": ReadSession,
+}
+WRITERS = ("connection", "session")
+
+
+async def use(view_name: str, view: Any) -> None:
+    """A read through any view, and a write through a read-write one (something to undo)."""
+    if view_name == "connection":
+        await view.execute(insert(Item).values(name="doomed"))
+    elif view_name == "session":
+        view.add(Item(name="doomed"))
+        await view.flush()
+    await view.execute(select(Item.id).limit(1))
+
+
+def route_using(view_name: str, then: Callable[[Request], Awaitable[None]]) -> Callable[..., Any]:
+    async def handler(view: Any, request: Request) -> None:
+        await use(view_name, view)
+        await then(request)
+
+    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter("view", inspect.Parameter.KEYWORD_ONLY, annotation=VIEWS[view_name]),
+            inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
+        ]
+    )
+    return handler
+
+
+async def succeed(_: Request) -> None:
+    return
+
+
+async def not_found(_: Request) -> None:
+    raise HTTPException(404, detail="not found after using the database")
+
+
+async def crash(_: Request) -> None:
+    raise RuntimeError("handler crashed after using the database")
+
+
+async def hold_until_cancelled(request: Request) -> None:
+    request.app.state.holding.set()
+    await asyncio.sleep(60)
+
+
+for name in VIEWS:
+    for outcome, then in [
+        ("succeed", succeed),
+        ("not-found", not_found),
+        ("crash", crash),
+        ("hold", hold_until_cancelled),
+    ]:
+        probes.add_api_route(f"/{name}/{outcome}", route_using(name, then), methods=["POST"])
 
 
 @probes.post("/write-then-fail/{how}")
@@ -80,18 +140,12 @@ async def checked_out_between_reads(reads: ReadConnection, request: Request) -> 
     return lent
 
 
-@probes.get("/hold")
-async def hold(connection: Connection) -> None:
-    await connection.execute(insert(Item).values(name="held"))  # an open transaction to undo
-    holding.set()
-    await asyncio.sleep(60)
-
-
 @pytest.fixture
 def app(settings: Settings) -> FastAPI:
     """The real application plus probe routes that use the real dependency."""
     app = create_app(settings)
     app.include_router(probes)
+    app.state.holding = asyncio.Event()
     return app
 
 
@@ -99,13 +153,15 @@ async def names(client: AsyncClient) -> list[str]:
     return [item["name"] for item in (await client.get("/items", params={"limit": 100})).json()]
 
 
-async def test_connection_returns_to_pool_after_success(
-    client: AsyncClient, running_app: FastAPI
+@pytest.mark.parametrize("view", VIEWS)
+async def test_connection_and_place_return_after_success(
+    client: AsyncClient, running_app: FastAPI, view: str
 ) -> None:
-    assert (await client.post("/items", json={"name": "kept"})).status_code == 201
-    assert (await client.get("/items")).status_code == 200
+    assert (await client.post(f"/probe/{view}/succeed")).status_code == 200
 
     assert pool_of(running_app).checked_out == 0
+    assert running_app.state.database.queue.admitted == 0
+    assert ("doomed" in await names(client)) is (view in WRITERS)
 
 
 async def test_read_gives_its_connection_back_as_soon_as_its_statement_has_run(
@@ -118,28 +174,15 @@ async def test_read_gives_its_connection_back_as_soon_as_its_statement_has_run(
     assert response.json() == [0, 0]
 
 
-async def test_connection_returns_to_pool_when_handler_raises_http_exception(
-    client: AsyncClient, running_app: FastAPI
+@pytest.mark.parametrize("view", VIEWS)
+@pytest.mark.parametrize(("outcome", "status"), [("not-found", 404), ("crash", 500)])
+async def test_connection_and_place_return_and_writes_roll_back_on_error(
+    client: AsyncClient, running_app: FastAPI, view: str, outcome: str, status: int
 ) -> None:
-    assert (await client.get("/items/999999")).status_code == 404
+    assert (await client.post(f"/probe/{view}/{outcome}")).status_code == status
 
     assert pool_of(running_app).checked_out == 0
-
-
-async def test_connection_returns_to_pool_when_handler_crashes(
-    client: AsyncClient, running_app: FastAPI
-) -> None:
-    assert (await client.post("/probe/write-then-fail/crash")).status_code == 500
-
-    assert pool_of(running_app).checked_out == 0
-
-
-@pytest.mark.parametrize(("how", "status"), [("http", 409), ("crash", 500)])
-async def test_failed_request_rolls_back_its_writes(
-    client: AsyncClient, how: str, status: int
-) -> None:
-    assert (await client.post(f"/probe/write-then-fail/{how}")).status_code == status
-
+    assert running_app.state.database.queue.admitted == 0
     assert "doomed" not in await names(client)
 
 
@@ -166,13 +209,17 @@ async def test_read_connection_runs_without_a_transaction_and_writes_in_one(
     assert (await client.get("/probe/in-transaction/read-write")).json() is True
 
 
-async def test_connection_is_back_in_pool_before_response_is_sent(running_app: FastAPI) -> None:
-    checked_out_while_sending: list[int] = []
+@pytest.mark.parametrize("view", VIEWS)
+async def test_connection_is_back_in_pool_before_response_is_sent(
+    running_app: FastAPI, view: str
+) -> None:
+    lent_while_sending: list[tuple[int, int]] = []
 
     async def watch_sending(scope: Scope, receive: Receive, send: Send) -> None:
         async def spy(message: Message) -> None:
             if message["type"].startswith("http.response"):
-                checked_out_while_sending.append(pool_of(running_app).checked_out)
+                lent = pool_of(running_app).checked_out
+                lent_while_sending.append((lent, running_app.state.database.queue.admitted))
             await send(message)
 
         await running_app(scope, receive, spy)
@@ -180,25 +227,27 @@ async def test_connection_is_back_in_pool_before_response_is_sent(running_app: F
     async with AsyncClient(
         transport=ASGITransport(app=watch_sending), base_url="http://test"
     ) as client:
-        response = await client.post("/items", json={"name": "sent after release"})
+        response = await client.post(f"/probe/{view}/succeed")
 
-    assert response.status_code == 201
-    assert checked_out_while_sending, "the response was never sent"
-    assert set(checked_out_while_sending) == {0}
+    assert response.status_code == 200
+    assert lent_while_sending, "the response was never sent"
+    assert set(lent_while_sending) == {(0, 0)}
 
 
+@pytest.mark.parametrize("view", VIEWS)
 async def test_connection_returns_to_pool_when_request_is_cancelled(
-    client: AsyncClient, running_app: FastAPI
+    client: AsyncClient, running_app: FastAPI, view: str
 ) -> None:
     """Cancelled the way Starlette cancels a disconnected client: by a cancel scope that stays
     cancelled, so any unshielded await in the clean-up is cancelled too."""
-    holding.clear()
     async with anyio.create_task_group() as requests:
-        requests.start_soon(client.get, "/probe/hold")
+        requests.start_soon(client.post, f"/probe/{view}/hold")
         with anyio.fail_after(5):
-            await holding.wait()
-        assert pool_of(running_app).checked_out == 1
+            await running_app.state.holding.wait()
+        assert running_app.state.database.queue.admitted == 1
+        assert pool_of(running_app).checked_out == (1 if view in WRITERS else 0)
         requests.cancel_scope.cancel()
 
     assert pool_of(running_app).checked_out == 0
-    assert "held" not in await names(client)
+    assert running_app.state.database.queue.admitted == 0
+    assert "doomed" not in await names(client)

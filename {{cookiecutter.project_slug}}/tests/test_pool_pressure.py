@@ -17,12 +17,18 @@ from fastapi import APIRouter, FastAPI, Request
 from httpx import ASGITransport, AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
-from sqlalchemy import event, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.db import Connection, PoolExhaustedError, ReadConnection
+from {{ cookiecutter.package_name }}.db import (
+    Connection,
+    PoolExhaustedError,
+    ReadConnection,
+    ReadSession,
+    Session,
+)
 from {{ cookiecutter.package_name }}.db.budget import ConnectionBudgetExceededError
 from {{ cookiecutter.package_name }}.db.engine import reject_closed_connection
 from {{ cookiecutter.package_name }}.db.queue import CheckoutQueue
@@ -63,6 +69,18 @@ async def statement_timeout(connection: Connection) -> None:
 async def read_timeout(reads: ReadConnection) -> None:
     async with asyncio.timeout(0.2):
         await reads.execute(text("SELECT pg_sleep(5)"))
+
+
+@probes.get("/statement-timeout/session")
+async def session_timeout(session: Session) -> None:
+    async with asyncio.timeout(0.2):
+        await session.execute(text("SELECT pg_sleep(5)"))
+
+
+@probes.get("/statement-timeout/read-session")
+async def read_session_timeout(session: ReadSession) -> None:
+    async with asyncio.timeout(0.2):
+        await session.execute(select(func.pg_sleep(5)))
 
 
 @pytest.fixture
@@ -367,7 +385,7 @@ async def test_without_the_retry_a_silently_lost_connection_answers_503(
     assert response.status_code == 503
 
 
-@pytest.mark.parametrize("dependency", ["write", "read"])
+@pytest.mark.parametrize("dependency", ["write", "read", "session", "read-session"])
 async def test_statement_cancelled_by_a_timeout_returns_its_connection(
     client: AsyncClient,
     running_app: FastAPI,
@@ -402,8 +420,11 @@ async def test_impatient_clients_leave_no_connection_or_transaction_behind(
         async with admin.connect() as locker:
             await locker.execute(text("LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
             async with httpx.AsyncClient(base_url=server.url, timeout=0.3) as impatient:
-                requests = [impatient.get("/items") for _ in range(15)]
-                requests += [impatient.post("/items", json={"name": "gone"}) for _ in range(15)]
+                # One route per dependency: ReadConnection, ReadSession, Session, Connection.
+                requests = [impatient.get("/items") for _ in range(8)]
+                requests += [impatient.get("/items/1") for _ in range(8)]
+                requests += [impatient.post("/items", json={"name": "gone"}) for _ in range(8)]
+                requests += [impatient.delete("/items/1") for _ in range(8)]
                 outcomes = await asyncio.gather(*requests, return_exceptions=True)
             await locker.rollback()
         assert all(isinstance(outcome, httpx.TimeoutException) for outcome in outcomes)
@@ -417,7 +438,7 @@ async def test_impatient_clients_leave_no_connection_or_transaction_behind(
         idle_in_transaction = await app_sessions(admin, name, "idle in transaction")
 
     print(
-        "after 30 impatient clients: checked out",
+        "after 32 impatient clients: checked out",
         pool["checked_out"],
         "idle in transaction",
         idle_in_transaction,
