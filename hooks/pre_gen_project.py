@@ -197,7 +197,8 @@ DERIVED_EXAMPLES = {"project_name": "Billing API", "project_slug": "billing-api"
 
 
 def derived_from(answers: Mapping[str, object], answer: str) -> str | None:
-    """The answer that `answer` was derived from, when it still has cookiecutter.json's default.
+    """The answer that `answer` was derived from, when it still has cookiecutter.json's default
+    (mirrored here from the Jinja there).
 
     A bad slug derived from the project name is the name's problem, so the message says so.
     """

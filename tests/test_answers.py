@@ -65,6 +65,10 @@ ANSWER_AND_VALUE = st.sampled_from(sorted(SHAPED)).flatmap(
 )
 
 
+def test_every_answer_is_fed_arbitrary_strings() -> None:
+    assert set(SHAPED) == {name for name in TEMPLATE_ANSWERS if not name.startswith("_")}
+
+
 def bake(answers: dict[str, str], output: Path, config: Path) -> None:
     cookiecutter(
         str(ROOT),

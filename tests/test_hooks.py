@@ -11,6 +11,9 @@ from pathlib import Path
 import post_gen_project
 import pre_gen_project
 import pytest
+from conftest import ROOT
+from cookiecutter.generate import generate_context
+from cookiecutter.prompt import prompt_for_config
 from markdown_it import MarkdownIt
 
 from local_extensions import markdown_text, python_string, recorded_answers, toml_string
@@ -111,6 +114,17 @@ def test_a_slug_derived_from_the_project_name_is_reported_as_the_name() -> None:
 
     assert error.answer == "project_name"
     assert str(error).startswith("project_name='Café': gives project_slug='café', which must")
+
+
+def test_the_hook_derives_names_as_cookiecutter_json_does() -> None:
+    """derived_from() mirrors the defaults of project_slug and package_name: keep them in step."""
+    context = generate_context(
+        str(ROOT / "cookiecutter.json"), extra_context={"project_name": " Café_Billing API "}
+    )
+    answers = prompt_for_config(context, no_input=True)
+
+    assert pre_gen_project.derived_from(answers, "project_slug") == "project_name"
+    assert pre_gen_project.derived_from(answers, "package_name") == "project_name"
 
 
 def test_a_typed_slug_is_reported_as_itself() -> None:
