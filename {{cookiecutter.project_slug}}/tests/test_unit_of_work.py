@@ -39,6 +39,7 @@ from {{ cookiecutter.package_name }}.db import (
     ReadOnlyError,
     ReadSession,
     Session,
+    UnitOfWork,
 )
 from {{ cookiecutter.package_name }}.models import Item
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -212,6 +213,13 @@ for view_name, how in READ_ONLY_CASES:
         )
 
 
+@probes.get("/gather")
+async def reads_started_together(reads: ReadConnection, orm: ReadSession) -> list[int]:
+    core = [reads.scalar(select(func.count()).select_from(Item)) for _ in range(3)]
+    objects = [orm.scalar(select(func.count()).select_from(Item)) for _ in range(3)]
+    return list(await asyncio.gather(*core, *objects))
+
+
 def build_app(settings: Settings) -> FastAPI:
     app = create_app(settings)
     app.include_router(mixes)
@@ -303,6 +311,29 @@ async def test_any_mix_of_dependencies_works_behind_pgbouncer(
             await run_mix(app, client, names, through.db_pool_size)
 
 
+async def test_reads_started_together_take_turns_on_the_request_s_one_place(
+    settings: Settings,
+) -> None:
+    """`asyncio.gather` over reads must not make one request hold two connections."""
+    async with serving(settings.model_copy(update={"db_pool_size": 1})) as (app, client):
+        responses = await asyncio.gather(*(client.get("/probe/gather") for _ in range(4)))
+
+        assert [response.status_code for response in responses] == [200] * 4
+        assert pool_of(app).checked_out == 0
+
+
+async def test_a_unit_of_work_refuses_use_after_it_ended(running_app: FastAPI) -> None:
+    """A background task or a streamed body would otherwise bypass the queue."""
+    async with UnitOfWork(running_app.state.database, "test") as work:
+        reads = work.read_connection()
+        await reads.execute(select(Item.id))
+
+    with pytest.raises(RuntimeError, match="has ended"):
+        await reads.execute(select(Item.id))
+    with pytest.raises(RuntimeError, match="has ended"):
+        await work.session()
+
+
 async def test_core_reads_in_a_writing_request_see_its_writes(client: AsyncClient) -> None:
     response = await client.post("/probe/read-your-writes/core")
 
@@ -384,9 +415,7 @@ async def assert_writes_refused(
         assert twin in outcome
     assert await item_names(app) == ["original"]
     async with app.state.database.engine.connect() as connection:
-        tables = await connection.run_sync(
-            lambda sync: sync.dialect.get_table_names(sync)
-        )
+        tables = await connection.run_sync(lambda sync: sync.dialect.get_table_names(sync))
     assert "sneaky_table" not in tables
     assert pool_of(app).checked_out == 0
 
@@ -464,8 +493,6 @@ def serving_probe(app: FastAPI) -> Any:
     @asynccontextmanager
     async def probe() -> AsyncIterator[Callable[[str], Awaitable[list[Any]]]]:
         async def read(view_name: str) -> list[Any]:
-            from {{ cookiecutter.package_name }}.db import UnitOfWork  # noqa: PLC0415
-
             async with UnitOfWork(app.state.database, "test") as work:
                 view = {
                     "connection": work.connection,
@@ -490,8 +517,6 @@ def serving_probe(app: FastAPI) -> Any:
 
 
 async def read_twin_results(item_id: int, app: FastAPI) -> list[str]:
-    from {{ cookiecutter.package_name }}.db import UnitOfWork  # noqa: PLC0415
-
     async with UnitOfWork(app.state.database, "test") as work:
         session, reads = await work.session(), work.read_session()
         found = [await session.get(Item, item_id), await reads.get(Item, item_id)]

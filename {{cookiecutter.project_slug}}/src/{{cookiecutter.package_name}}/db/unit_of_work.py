@@ -15,6 +15,7 @@ into (`text()`, a SELECT with a data-modifying CTE) runs where the database itse
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import weakref
@@ -60,6 +61,7 @@ class UnitOfWork:
         "_finished",
         "_place",
         "_read_session",
+        "_reading",
         "_session",
         "database",
     )
@@ -72,6 +74,7 @@ class UnitOfWork:
         self._connection: AsyncConnection | None = None
         self._session: AsyncSession | None = None
         self._read_session: SyncSession | None = None
+        self._reading: asyncio.Lock | None = None
 
     @property
     def writes(self) -> bool:
@@ -80,13 +83,18 @@ class UnitOfWork:
 
     async def enter(self) -> None:
         """Take the place in the queue, once: raises PoolExhaustedError after DB_POOL_TIMEOUT."""
+        if self._finished:
+            raise RuntimeError(
+                f"the unit of work of {self._place.purpose} has ended: the database is not "
+                "available to a background task or a streamed body of its request"
+            )
         if not self._entered:
             await self._place.__aenter__()
             self._entered = True
 
     async def connection(self) -> AsyncConnection:
         """The connection of the unit's transaction, checked out and begun on first use."""
-        if self._connection is None:
+        if self._connection is None or self._finished:
             await self.enter()
             engine = self.database.engine
             try:
@@ -110,7 +118,7 @@ class UnitOfWork:
     async def session(self) -> AsyncSession:
         """An ORM session in the unit's transaction: it joins the transaction and never ends it,
         so `session.commit()` in a handler flushes, and the unit commits once, at the end."""
-        if self._session is None:
+        if self._session is None or self._finished:
             # Bound to a connection in a transaction, the session joins it (SQLAlchemy's
             # "conditional_savepoint"): its commit does not end the transaction.
             self._session = AsyncSession(bind=await self.connection(), expire_on_commit=False)
@@ -158,11 +166,17 @@ class UnitOfWork:
             await connection.close()
 
     async def read(self, run: Callable[[SyncConnection], T]) -> T:
-        """Run a read: in the unit's transaction once it writes, else on a connection of its own."""
-        if self._connection is not None:
-            return await self._connection.run_sync(_flushed_then, self._session, run)
+        """Run a read: in the unit's transaction once it writes, else on a connection of its own.
+
+        Reads started together (`asyncio.gather`) take turns: a place is one connection.
+        """
         await self.enter()
-        return await run_in_one_greenlet(self._read_retrying, run)
+        if self._reading is None:
+            self._reading = asyncio.Lock()
+        async with self._reading:
+            if self._connection is not None:
+                return await self._connection.run_sync(_flushed_then, self._session, run)
+            return await run_in_one_greenlet(self._read_retrying, run)
 
     def _read_retrying(self, run: Callable[[SyncConnection], T]) -> T:
         try:
