@@ -1,4 +1,5 @@
-"""The benchmark's report: the knee, the pooled/unpooled ratio, the table, the CSV and the chart.
+"""The benchmark's report: the knee, the pooled/unpooled ratio, the table, the CSV and the chart;
+and the ORM page that the template's comparison run measures as its target (e).
 
 Running the benchmark itself is tested by the template; this checks what it makes of the figures.
 """
@@ -8,7 +9,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+
 from bench.load import LoadResult
+from bench.orm_app import create_app as create_orm_app
 from bench.report import (
     Measurement,
     knee,
@@ -17,6 +23,7 @@ from bench.report import (
     write_chart,
     write_csv,
 )
+from {{ cookiecutter.package_name }}.settings import Settings
 
 
 def measured(pool_size: int | None, rps: float) -> Measurement:
@@ -81,3 +88,25 @@ def test_chart_is_a_png(tmp_path: Path) -> None:
     write_chart(SWEEP, tmp_path / "sweep.png", "test sweep")
 
     assert (tmp_path / "sweep.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    """The service plus `GET /orm/items`, which the `client` fixture serves."""
+    return create_orm_app(settings)
+
+
+async def test_orm_page_is_the_core_page(client: AsyncClient) -> None:
+    for n in range(5):
+        description = None if n % 2 else f"description {n}"
+        item = {"name": f"item-{n}", "description": description}
+        assert (await client.post("/items", json=item)).status_code == 201
+    page = {"limit": 3, "offset": 1}
+
+    core = await client.get("/items", params=page)
+    orm = await client.get("/orm/items", params=page)
+
+    assert orm.status_code == 200
+    assert len(orm.json()) == 3
+    assert orm.json() == core.json()
+    assert (await client.get("/orm/items", params={"limit": 101})).status_code == 422
