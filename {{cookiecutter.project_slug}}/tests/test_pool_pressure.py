@@ -109,12 +109,16 @@ async def until(condition: Callable[[], bool], within: float = 10) -> None:
 
 
 def metric_values(exposition: str) -> dict[str, float]:
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(exposition)
-        for sample in family.samples
-        if not sample.labels or sample.name.endswith("_count")
-    }
+    """Each sample but the buckets, by name and its labels other than pool_name:
+    `db_client_connection_max`, `db_client_connection_count(state="used")`."""
+    values = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            labels = {k: v for k, v in sorted(sample.labels.items()) if k != "pool_name"}
+            if "le" not in labels:
+                shown = ",".join(f'{k}="{v}"' for k, v in labels.items())
+                values[f"{sample.name}" + (f"({shown})" if shown else "")] = sample.value
+    return values
 
 
 async def app_sessions(admin: AsyncEngine, application_name: str, state: str | None = None) -> int:
@@ -193,12 +197,20 @@ async def test_metrics_report_pool_state_and_counters(
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     values = metric_values(response.text)
-    assert values["db_pool_size"] == 2
-    assert values["db_pool_checked_out"] == 2
-    assert values["db_pool_overflow"] == 0
-    assert values["db_pool_connections_created_total"] >= 2
-    assert values["db_pool_checkout_timeouts_total"] == 1
-    assert values["db_pool_checkout_wait_seconds_count"] >= 3
+    assert values['db_client_connection_count(state="used")'] == 2
+    assert values['db_client_connection_count(state="idle")'] == 0
+    assert values["db_client_connection_max"] == 2
+    assert values["db_client_connection_idle_max"] == 2
+    assert values["db_client_connection_pending_requests"] == 0
+    assert values["db_client_connection_create_time_seconds_count"] >= 2
+    assert values["db_client_connection_use_time_seconds_count"] >= 1
+    assert values["db_client_connection_timeouts_total"] == 1
+    assert values["db_client_connection_wait_time_seconds_count"] >= 3
+    assert values["db_client_connection_leaks_total"] == 0
+    count = "http_server_request_duration_seconds_count"
+    for status in (200, 503):
+        series = f'http_request_method="GET",http_response_status_code="{status}"'
+        assert values[f'{count}({series},http_route="/items")'] == 1
 
 
 async def test_queue_serves_waiters_before_newcomers() -> None:
@@ -300,7 +312,7 @@ async def test_no_request_is_lost_after_every_backend_is_killed(
     print("successes out of 50 after killing every backend:", statuses.count(200))
     assert statuses == [200] * 50
     values = metric_values((await client.get("/metrics")).text)
-    assert values["db_pool_connections_invalidated_total"] >= 1
+    assert values["db_client_connection_invalidated_total"] >= 1
 
 
 async def test_closed_connections_are_replaced_without_a_ping_or_a_retry(
@@ -368,7 +380,7 @@ async def test_reads_run_again_when_the_connection_was_lost_silently(
     print(f"GET /items after {severed} pooled connections were lost silently:", statuses)
     assert severed >= 1
     assert statuses == [200] * 10
-    assert values["db_pool_connections_invalidated_total"] >= 1
+    assert values["db_client_connection_invalidated_total"] >= 1
     assert pool_of(app).checked_out == 0
 
 

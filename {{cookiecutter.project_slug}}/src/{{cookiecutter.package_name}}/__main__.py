@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import uvicorn
 from pydantic import ValidationError
 
+from .logging_config import log_config
+from .metrics import process_group_directory
 from .settings import Settings, describe_validation_error
 
 
@@ -17,17 +18,18 @@ def main() -> int:
     except ValidationError as error:
         print(describe_validation_error(error), file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    uvicorn.run(
-        f"{__package__}.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        workers=settings.web_concurrency,
-    )
+    # uvicorn applies log_config in each worker too; the workers find the metrics directory
+    # in the environment they are spawned with.
+    with process_group_directory(settings.web_concurrency):
+        uvicorn.run(
+            f"{__package__}.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=log_config(settings),
+            workers=settings.web_concurrency,
+        )
     return 0
 
 

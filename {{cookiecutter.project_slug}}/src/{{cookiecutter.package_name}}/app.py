@@ -2,39 +2,50 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from .api import health, items
 from .api.errors import install_error_handlers
+from .api.observability import RequestObservability
 from .db import Database, install_unit_of_work
 from .db.budget import check_connection_budget
+from .metrics import forget_dead_workers, forget_worker
 from .settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # The application's own metrics, so that applications in one process never share figures.
+    registry = CollectorRegistry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = Database(settings)
+        forget_dead_workers()
+        database = Database(settings, registry=registry)
         try:
             await check_connection_budget(database.engine, settings)
             app.state.database = database
             yield
         finally:
             await database.dispose()
+            forget_worker(os.getpid())
 
     app = FastAPI(
         title={{ cookiecutter.project_name | python_string }},
         summary={{ cookiecutter.description | python_string }},
         lifespan=lifespan,
     )
+    app.state.metrics_registry = registry
     # Each request is matched against the routers in this order: the busiest first.
     app.include_router(items.router)
     app.include_router(health.router)
     install_error_handlers(app)
     install_unit_of_work(app)
+    # Outermost: every response, whichever middleware gives it, gets its ID and is counted.
+    app.add_middleware(RequestObservability, registry=registry)
     return app

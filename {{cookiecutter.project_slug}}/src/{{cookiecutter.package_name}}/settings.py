@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: LogLevel = "info"
+    log_format: Literal["text", "json"] = "text"
     db_pgbouncer: bool = False
     web_concurrency: int = Field(default=1, ge=1)
 
@@ -59,7 +60,7 @@ class Settings(BaseSettings):
             raise ValueError(f"uses unsupported driver {url.drivername!r}; supported: {supported}")
         return SecretStr(url.set(drivername=driver).render_as_string(hide_password=False))
 
-    @field_validator("log_level", "db_pool_mode", mode="before")
+    @field_validator("log_level", "log_format", "db_pool_mode", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

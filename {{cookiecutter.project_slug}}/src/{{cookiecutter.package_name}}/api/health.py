@@ -8,13 +8,14 @@ from typing import Literal
 
 import anyio
 from fastapi import APIRouter, Request, Response, status
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import Executable, literal_column, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..db import DatabaseUnavailableError, PoolExhaustedError, UnitOfWork, get_database
 from ..db.engine import PoolStatus
+from ..metrics import exposition
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -65,5 +66,5 @@ async def ready(request: Request, response: Response) -> Readiness:
     "/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}}
 )
 async def metrics(request: Request) -> Response:
-    registry = get_database(request).metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    """The whole process group's figures, whichever worker answers (see metrics.py)."""
+    return Response(exposition(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import time
 from dataclasses import replace
 from typing import Self
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from ..settings import Settings
@@ -24,15 +26,25 @@ logger = logging.getLogger(__name__)
 class Database:
     """The engine of one process, created in the lifespan and disposed with it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool_name: str = "primary",
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        """`pool_name` labels the pool's metrics; `registry` is the application's."""
         self.settings = settings
         self.engine = create_engine(settings)
         self._counter = CheckoutCounter.for_engine(self.engine)
         self.queue = CheckoutQueue(pool_capacity(self.engine, settings))
-        self.metrics = PoolMetrics(self.status)
+        self.metrics = PoolMetrics(
+            self.status, self.queue.capacity, pool_name=pool_name, registry=registry
+        )
         self.metrics.watch(self.engine)
-        # When each lent connection was lent, for the leak watch (DB_LEAK_THRESHOLD).
-        self._loans: dict[Place, float] = {}
+        # When each lent connection was lent, and the borrower's context (its request ID) for
+        # the leak watch's warning (DB_LEAK_THRESHOLD).
+        self._loans: dict[Place, tuple[float, contextvars.Context]] = {}
         self._leak_watch: asyncio.Task[None] | None = None
 
     def status(self) -> PoolStatus:
@@ -47,7 +59,7 @@ class Database:
         return Place(self, purpose, wait)
 
     def exhausted(self, purpose: str, waited: float) -> PoolExhaustedError:
-        self.metrics.checkout_timeouts.inc()
+        self.metrics.timeouts.inc()
         logger.warning(
             "no database connection for %s within %g s; pool: %s", purpose, waited, self.status()
         )
@@ -57,10 +69,11 @@ class Database:
         threshold = self.settings.db_leak_threshold
         if not threshold:
             return
-        self._loans[place] = since
+        self._loans[place] = (since, contextvars.copy_context())
         if self._leak_watch is None:
+            # A context of its own, not that of the request that happened to start it.
             self._leak_watch = asyncio.get_running_loop().create_task(
-                self._watch_for_leaks(threshold)
+                self._watch_for_leaks(threshold), context=contextvars.Context()
             )
 
     def returned(self, place: Place) -> None:
@@ -72,10 +85,12 @@ class Database:
         while True:
             await asyncio.sleep(min(threshold / 4, 1.0))
             overdue = time.perf_counter() - threshold
-            for place, since in list(self._loans.items()):
+            for place, (since, borrower) in list(self._loans.items()):
                 if since < overdue:
-                    self._loans[place] = math.inf  # reported
-                    logger.warning(
+                    self._loans[place] = (math.inf, borrower)  # reported
+                    self.metrics.leaks.inc()
+                    borrower.run(
+                        logger.warning,
                         "possible connection leak: %s has held a database connection for "
                         "more than %g s",
                         place.purpose,
@@ -87,6 +102,7 @@ class Database:
             self._leak_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._leak_watch
+        await self.metrics.close()
         await self.engine.dispose()
 
 
@@ -108,7 +124,7 @@ class Place:
         except PoolExhaustedError:
             raise database.exhausted(self.purpose, self._max_wait) from None
         admitted = time.perf_counter()
-        database.metrics.checkout_wait.observe(admitted - started)
+        database.metrics.wait_time.observe(admitted - started)
         database.lent(self, admitted)
         return self
 
