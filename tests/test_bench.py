@@ -111,7 +111,7 @@ def test_benchmark_asked_for_wrk_without_wrk_fails_with_the_install_hint(
     assert not (tmp_path / "pool-sweep.csv").exists()
 
 
-def test_comparison_run_reports_every_target_and_the_ratios(
+def test_comparison_run_reports_every_target_the_ratios_and_the_page_size_axis(
     cookies_session: Any,
     bake_environments: BakeEnvironments,
     tmp_path: Path,
@@ -131,24 +131,51 @@ def test_comparison_run_reports_every_target_and_the_ratios(
     result = run(command, env=variables, timeout=600)
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = result.stdout[result.stdout.index("\nGET /items?limit=20 ") :]
     for label in (
         "(a) Starlette",
         "(b) FastAPI",
         "(c) typical",
         "(d) baked service",
+        "(e) baked, ReadSession + ORM",
         "(d) baked, DB_POOL_MODE",
         "(d) baked, DB_POOL_PRE_PING",
     ):
-        assert f"\n{label}" in result.stdout
-    for ratio in ("d/b ", "d/a ", "d/c ", "d/null ", "d/ping "):
-        assert f"\n  {ratio}" in result.stdout
-    assert "(d) p99 / mean latency" in result.stdout
+        assert f"\n{label}" in table
+    for ratio in ("d/b ", "d/a ", "d/c ", "d/null ", "d/ping ", "e/c ", "e/d "):
+        assert f"\n  {ratio}" in table
+    assert "(d) p99 / mean latency" in table
+    assert "(e) p99 / mean latency" in table
+    axis = table[table.index("\npage-size axis, d/b by server CPU/request") :].splitlines()
+    assert axis[2].split()[0] == "limit"
+    assert axis[2].endswith("d/b CPU  d/b req/s")
+    assert [line.split()[0] for line in axis[3:6]] == ["1", "20", "100"]
     with (tmp_path / "compare.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
-    assert sorted(row["target"] for row in rows) == ["a", "b", "c", "d", "null", "ping"]
+    assert sorted((row["limit"], row["target"]) for row in rows) == [
+        ("1", "b"),
+        ("1", "d"),
+        ("100", "b"),
+        ("100", "d"),
+        *(("20", target) for target in ["a", "b", "c", "d", "e", "null", "ping"]),
+    ]
     assert all(float(row["rps"]) > 0 for row in rows)
     # Without a pool, 50 connections at once may meet a shared server's connection limit.
     assert all(row["errors"] == "0" for row in rows if row["target"] != "null")
+
+
+@pytest.mark.parametrize("limits", ["0,20", "1,101", "1,x"])
+def test_comparison_run_refuses_a_page_size_the_services_would_not_serve(
+    bake_environments: BakeEnvironments, tmp_path: Path, limits: str
+) -> None:
+    python = bake_environments.for_version("3.11").python
+    command = [str(python), str(ROOT / "bench" / "compare.py"), "--project", str(tmp_path)]
+    command += ["--limits", limits]
+
+    result = run(command)
+
+    assert result.returncode == 2
+    assert "--limits" in result.stderr
 
 
 def test_profile_summary_gives_own_time_by_library_and_by_frame(
