@@ -16,6 +16,7 @@ from .db import Database, install_unit_of_work
 from .db.budget import check_connection_budget
 from .metrics import forget_dead_workers, forget_worker
 from .settings import Settings
+from .tracing import install_tracing, shutdown_tracing, trace_engine
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,12 +28,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         forget_dead_workers()
         database = Database(settings, registry=registry)
+        trace_engine(app, database.engine)
         try:
             await check_connection_budget(database.engine, settings)
             app.state.database = database
             yield
         finally:
             await database.dispose()
+            shutdown_tracing(app)
             forget_worker(os.getpid())
 
     app = FastAPI(
@@ -48,4 +51,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_unit_of_work(app)
     # Outermost: every response, whichever middleware gives it, gets its ID and is counted.
     app.add_middleware(RequestObservability, registry=registry)
+    install_tracing(app)
     return app
