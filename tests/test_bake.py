@@ -78,17 +78,24 @@ REJECTED: list[tuple[dict[str, str], str]] = [
 ]
 
 # The only tests a bake's suite may skip: PgBouncer's, in a SQLite bake (no PostgreSQL to put it
-# in front of) or where PgBouncer is not installed and not required; promtool's and kubectl's where
-# they are not installed and not required (REQUIRE_PROMTOOL=1, REQUIRE_KUBECTL=1).
+# in front of) or where PgBouncer is not installed and not required; promtool's, Prometheus's and
+# kubectl's where they are not installed and not required (REQUIRE_PROMTOOL=1,
+# REQUIRE_PROMETHEUS=1, REQUIRE_KUBECTL=1).
 # Skips a bake's own suite may report; any other skip fails the run.
 ALLOWED_SKIPS = {
     "postgresql": (
         "PgBouncer tests need",
         "Kubernetes tests need",
         "promtool tests need",
+        "Prometheus tests need",
         "needs a streaming replica",  # a failure instead under REQUIRE_REPLICA=1 (.ci/run)
     ),
-    "sqlite": ("PgBouncer tests need", "needs PostgreSQL", "promtool tests need"),
+    "sqlite": (
+        "PgBouncer tests need",
+        "needs PostgreSQL",
+        "promtool tests need",
+        "Prometheus tests need",
+    ),
 }
 SKIP_REASON = re.compile(r"^SKIPPED \[\d+\] [^:]+:\d+: (.*)$", re.MULTILINE)
 # `.cookiecutter.json`, the recorded answers, is a file name, not a leftover.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,6 +33,7 @@ from {{ cookiecutter.package_name }}.db import (
 from {{ cookiecutter.package_name }}.db.budget import ConnectionBudgetExceededError
 from {{ cookiecutter.package_name }}.db.engine import reject_closed_connection
 from {{ cookiecutter.package_name }}.db.queue import CheckoutQueue
+from {{ cookiecutter.package_name }}.logging_config import JsonFormatter, RequestFilter
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from .conftest import pool_of, running_server
@@ -250,6 +252,9 @@ async def test_queue_wait_is_bounded_by_the_timeout() -> None:
 async def test_connection_held_too_long_is_reported_with_its_route(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The warning names the request that holds the connection, not the one that happened to
+    start the leak watch; the logging filter reads it from the request's context."""
+    caplog.handler.addFilter(RequestFilter())
     app = create_app(settings.model_copy(update={"db_leak_threshold": 0.2}))
     app.include_router(probes)
 
@@ -257,11 +262,19 @@ async def test_connection_held_too_long_is_reported_with_its_route(
         LifespanManager(app),
         AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client,
     ):
-        assert (await client.get("/items")).status_code == 200
+        assert (await client.get("/items", headers={"X-Request-ID": "quick"})).status_code == 200
         assert "possible connection leak" not in caplog.text
-        assert (await client.get("/probe/hold-briefly")).status_code == 200
+        holder = await client.get("/probe/hold-briefly", headers={"X-Request-ID": "holds-long"})
+        values = metric_values((await client.get("/metrics")).text)
 
-    assert "possible connection leak: GET /probe/hold-briefly" in caplog.text
+    assert holder.status_code == 200
+    [leak] = [record for record in caplog.records if "possible connection leak" in record.message]
+    assert "possible connection leak: GET /probe/hold-briefly" in leak.message
+    assert (leak.__dict__["request_id"], leak.__dict__["http_route"]) == (
+        "holds-long",
+        "/probe/hold-briefly",
+    )
+    assert values["db_client_connection_leaks_total"] == 1
 
 
 async def test_locked_table_gives_fast_503s_within_the_pool_limit(
@@ -545,9 +558,20 @@ async def test_database_password_never_leaves_the_service(
         }
     )
 
-    with caplog.at_level(logging.DEBUG):
-        answers = await exercise(probe)
+    # The JSON lines of LOG_FORMAT=json, as its handler writes them.
+    json_log = io.StringIO()
+    json_handler = logging.StreamHandler(json_log)
+    json_handler.setFormatter(JsonFormatter())
+    json_handler.addFilter(RequestFilter())
+    logging.getLogger().addHandler(json_handler)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            answers = await exercise(probe)
+    finally:
+        logging.getLogger().removeHandler(json_handler)
 
     assert all(secret not in answer for answer in answers)
     assert secret not in caplog.text
+    assert json_log.getvalue().count("\n") >= len(caplog.records) > 0
+    assert secret not in json_log.getvalue()
     assert secret not in repr(probe)

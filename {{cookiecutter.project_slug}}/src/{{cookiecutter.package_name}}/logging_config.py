@@ -49,7 +49,7 @@ class RequestFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, request_id, http_route."""
+    """One JSON object a line: time, level, logger, message, request_id, http_route, pid."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -59,6 +59,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", NO_REQUEST),
             "http_route": getattr(record, "http_route", NO_REQUEST),
+            "pid": record.process,  # which worker, with WEB_CONCURRENCY > 1
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
