@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import logging
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.types import Scope
 
@@ -23,8 +22,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 NO_REQUEST = "-"
 
 
-@dataclass(frozen=True, slots=True)
-class RequestContext:
+class RequestContext(NamedTuple):
     id: str
     scope: Scope
 

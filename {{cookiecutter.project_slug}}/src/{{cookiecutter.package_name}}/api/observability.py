@@ -1,4 +1,4 @@
-"""Request IDs and HTTP server metrics, in one pure ASGI middleware (a few µs a request).
+"""Request IDs and HTTP server metrics, in one pure ASGI middleware.
 
 Each request gets an ID: the client's `X-Request-ID` when it is a sane value, else a new one. It is
 set for the request's log lines (see logging_config.py) and returned in the response's
@@ -8,9 +8,9 @@ template (never the raw path, so an ID in a URL cannot add series) and status.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-from uuid import uuid4
 
 from prometheus_client import CollectorRegistry, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,7 +46,8 @@ class RequestObservability:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = incoming_request_id(scope) or uuid4().hex
+        # 128 random bits in hex, like uuid4().hex at a quarter of its cost.
+        request_id = incoming_request_id(scope) or os.urandom(16).hex()
         header = (HEADER, request_id.encode())
         status: int | None = None  # until the response starts
 
