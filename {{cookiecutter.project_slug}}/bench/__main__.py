@@ -18,6 +18,8 @@ from {{ cookiecutter.package_name }}.settings import Settings, describe_validati
 
 try:
     from .load import WRK_MISSING, LoadResult, run_python, run_wrk, wrk_path
+    from .overload import CSV_NAME as OPEN_LOOP_CSV
+    from .overload import measure_open_loop, open_loop_table, rates, write_open_loop_csv
     from .report import Measurement, table, write_chart, write_csv
     from .seed import ensure_rows, migrate
     from .server import running_service
@@ -50,6 +52,13 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=("auto", "wrk", "python"),
         default="auto",
         help="load generator; auto: wrk if installed, else the Python fallback",
+    )
+    parser.add_argument(
+        "--open-loop",
+        metavar="RATE[,RATE...]",
+        type=rates,
+        help="instead of the sweep, offer requests on a fixed schedule at each rate: requests/s "
+        "(500) or multiples of the closed-loop capacity (0.5x,1.5x,3x); see bench/openloop.py",
     )
     return parser.parse_args(argv)
 
@@ -116,6 +125,24 @@ def median_run(runs: Sequence[Measurement]) -> Measurement:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def open_loop(arguments: argparse.Namespace, load: Load) -> int:
+    capacity, results = measure_open_loop(
+        arguments.open_loop,
+        path=arguments.path,
+        seconds=arguments.duration,
+        warmup=arguments.warmup,
+        connections=arguments.connections,
+        load=load,
+        progress=lambda line: print(line, flush=True),
+    )
+    arguments.out.mkdir(parents=True, exist_ok=True)
+    write_open_loop_csv(results, arguments.out / OPEN_LOOP_CSV)
+    print()
+    print(open_loop_table(results, capacity))
+    print(f"\nwrote {arguments.out / OPEN_LOOP_CSV}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     try:
@@ -133,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"on {os.cpu_count()} CPUs",
         flush=True,
     )
+    if arguments.open_loop:
+        return open_loop(arguments, load)
     runs = measure(arguments, load)
     medians = [median_run(scenario_runs) for scenario_runs in runs]
 

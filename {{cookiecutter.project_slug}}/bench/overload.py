@@ -1,0 +1,174 @@
+"""`python -m bench --open-loop 0.5x,1.5x,3x`: the service's closed-loop capacity, then open-loop
+load at multiples of it (or at absolute rates), each against a fresh service; print a table per
+status class and write a CSV.
+
+On a machine with two cores or more the service is pinned to one core and the load generator to
+the others, so that the generator never takes CPU from the worker it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import resource
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .load import LoadResult
+from .openloop import STATUS_CLASSES, OpenLoopResult, run_open_loop
+from .server import running_service
+
+CSV_NAME = "open-loop.csv"
+
+Load = Callable[[str, int, int], LoadResult]
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    value: float
+    relative: bool
+    """True: a multiple of the measured capacity ("1.5x"); False: requests per second."""
+
+    def per_second(self, capacity: float | None) -> float:
+        if not self.relative:
+            return self.value
+        if capacity is None:
+            raise ValueError("a relative rate needs the capacity")
+        return self.value * capacity
+
+
+def rates(value: str) -> list[Rate]:
+    """`500,1500` (requests/s) or `0.5x,1.5x,3x` (multiples of the closed-loop capacity)."""
+    parsed = []
+    for text in value.split(","):
+        relative = text.strip().lower().endswith("x")
+        try:
+            number = float(text.strip().lower().removesuffix("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a rate (500 or 1.5x)") from None
+        if not number > 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: a rate must be more than 0")
+        parsed.append(Rate(number, relative))
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class Cores:
+    service: set[int]
+    client: set[int]
+
+
+def split_cores() -> Cores | None:
+    """One core for the service (one worker), the rest for the client; None on one core."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:  # noqa: PLR2004
+        return None
+    return Cores(service={cores[0]}, client=set(cores[1:]))
+
+
+@contextmanager
+def pinned_service(settings: dict[str, str], cores: Cores | None) -> Iterator[str]:
+    """The service started while this process runs on the service's core (a child inherits its
+    parent's affinity); then this process moves to the client's cores."""
+    if cores is None:
+        with running_service(settings) as base_url:
+            yield base_url
+        return
+    os.sched_setaffinity(0, cores.service)
+    try:
+        with running_service(settings) as base_url:
+            os.sched_setaffinity(0, cores.client)
+            yield base_url
+    finally:
+        os.sched_setaffinity(0, cores.client)
+
+
+def allow_many_connections() -> None:
+    """Both ends hold one file per connection: raise the soft limit (the service inherits it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def measure_open_loop(  # noqa: PLR0913 (the benchmark's options, passed on by name)
+    offered: Sequence[Rate],
+    *,
+    path: str,
+    seconds: int,
+    warmup: int,
+    connections: int,
+    load: Load,
+    progress: Callable[[str], None],
+    settings: dict[str, str] | None = None,
+) -> tuple[float | None, list[OpenLoopResult]]:
+    """The closed-loop capacity (if a rate is relative), then one open-loop run per rate."""
+    settings = settings or {}
+    cores = split_cores()
+    allow_many_connections()
+    capacity = None
+    if any(rate.relative for rate in offered):
+        with pinned_service(settings, cores) as base_url:
+            if warmup:
+                load(base_url + path, connections, warmup)
+            capacity = load(base_url + path, connections, seconds).rps
+        progress(f"capacity (closed loop, {connections} connections): {capacity:.0f} requests/s")
+    results = []
+    for rate in offered:
+        with pinned_service(settings, cores) as base_url:
+            if warmup:
+                load(base_url + path, connections, warmup)
+            result = run_open_loop(base_url + path, rate.per_second(capacity), seconds)
+        results.append(result)
+        progress(summary(result, capacity))
+    return capacity, results
+
+
+def summary(result: OpenLoopResult, capacity: float | None) -> str:
+    share = f" ({result.goodput / capacity:.0%} of capacity)" if capacity else ""
+    served = result.statuses["2xx"]
+    return (
+        f"offered {result.rate:6.0f}/s: goodput {result.goodput:6.0f}/s{share}, 2xx p99 "
+        f"{served.p99_ms:.0f} ms, 503 {result.statuses['503'].count}, "
+        f"unanswered {result.unanswered}; client: {result.connections} connections, "
+        f"sent late by {result.late_p99_ms:.0f} ms (p99)"
+    )
+
+
+def open_loop_table(results: Sequence[OpenLoopResult], capacity: float | None) -> str:
+    """One row per offered rate: goodput, then count, p50 and p99 per status class."""
+    columns = ["offered/s", "goodput/s", "of cap"]
+    for name in STATUS_CLASSES:
+        columns += [name, "p50 ms", "p99 ms"]
+    rows = [columns]
+    for result in results:
+        share = f"{result.goodput / capacity:.0%}" if capacity else "-"
+        row = [f"{result.rate:.0f}", f"{result.goodput:.0f}", share]
+        for name in STATUS_CLASSES:
+            figures = result.statuses[name]
+            row += [str(figures.count), f"{figures.p50_ms:.1f}", f"{figures.p99_ms:.1f}"]
+        rows.append(row)
+    widths = [max(len(row[index]) for row in rows) for index in range(len(columns))]
+    lines = [
+        "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    if capacity:
+        lines.append(f"capacity: {capacity:.0f} requests/s (closed loop)")
+    return "\n".join(lines)
+
+
+def write_open_loop_csv(results: Sequence[OpenLoopResult], path: Path) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["offered_per_second", "seconds", "status", "count", "p50_ms", "p99_ms"])
+        for result in results:
+            for name in STATUS_CLASSES:
+                figures = result.statuses[name]
+                row = [result.rate, result.seconds, name, figures.count]
+                writer.writerow([*row, figures.p50_ms, figures.p99_ms])

@@ -1,0 +1,95 @@
+"""The benchmark's open-loop generator: it keeps its schedule, reads every kind of answer, counts
+each request once by status class, and reports against the real service."""
+
+from __future__ import annotations
+
+import itertools
+import socketserver
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from bench.openloop import STATUS_CLASSES, run_open_loop
+from bench.overload import Rate, open_loop_table, rates
+
+from .conftest import running_server
+
+# What the scripted server answers, in turn: three kinds of 2xx, a 503, a 500, and no answer.
+ANSWERS: list[bytes | None] = [
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]",
+    b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n",
+    b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n[]",
+    None,
+]
+
+
+class ScriptedServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), ScriptedHandler)
+        self.turns = itertools.count()
+
+
+class ScriptedHandler(socketserver.StreamRequestHandler):
+    server: ScriptedServer
+
+    def handle(self) -> None:
+        while True:
+            while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                pass
+            if not line:
+                return
+            answer = ANSWERS[next(self.server.turns) % len(ANSWERS)]
+            if answer is None:
+                self.rfile.read()  # until the client gives up and closes
+                return
+            self.wfile.write(answer)
+            if b"connection: close" in answer:
+                return
+
+
+@pytest.fixture
+def scripted_url() -> Iterator[str]:
+    server = ScriptedServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    yield f"http://{host!s}:{port}/items"
+    server.shutdown()
+    server.server_close()
+
+
+def test_every_request_is_counted_once_by_status_class(scripted_url: str) -> None:
+    result = run_open_loop(scripted_url, rate=60, seconds=0.5, timeout=2)
+
+    counts = {name: result.statuses[name].count for name in STATUS_CLASSES}
+    assert counts == {"2xx": 15, "503": 5, "other": 5, "unanswered": 5}
+    assert result.offered == 30
+    assert result.goodput == 30
+    assert result.statuses["unanswered"].p50_ms >= 2000  # counted from the schedule
+    assert 0 < result.statuses["2xx"].p50_ms <= result.statuses["2xx"].p99_ms
+
+
+def test_reports_the_real_service(migrated_database: str) -> None:
+    with running_server(DATABASE_URL=migrated_database) as server:
+        result = run_open_loop(f"{server.url}/items?limit=20", rate=100, seconds=1)
+
+    assert result.statuses["2xx"].count == 100, result.statuses
+    assert result.goodput == 100
+    assert result.unanswered == 0
+    assert 0 < result.statuses["2xx"].p50_ms <= result.statuses["2xx"].p99_ms
+    table = open_loop_table([result], capacity=200).splitlines()
+    assert table[0].split()[:4] == ["offered/s", "goodput/s", "of", "cap"]
+    assert table[1].split()[:4] == ["100", "100", "50%", "100"]
+
+
+def test_rates_are_requests_per_second_or_multiples_of_the_capacity() -> None:
+    parsed = rates("500,1.5x,3X")
+
+    assert parsed == [Rate(500, relative=False), Rate(1.5, relative=True), Rate(3, relative=True)]
+    assert [rate.per_second(1000) for rate in parsed] == [500, 1500, 3000]
