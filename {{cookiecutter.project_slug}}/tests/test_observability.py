@@ -12,14 +12,17 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {{ cookiecutter.package_name }}.logging_config import JsonFormatter, RequestFilter
+from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.logging_config import JsonFormatter, RequestFilter, log_config
+from {{ cookiecutter.package_name }}.settings import Settings
 
 from .conftest import running_server
 
@@ -83,6 +86,26 @@ async def test_every_response_has_a_request_id(client: AsyncClient) -> None:
     assert len({response.headers["X-Request-ID"] for response in responses}) == len(responses)
 
 
+async def test_unhandled_error_is_a_500_with_a_request_id_and_is_counted(
+    settings: Settings,
+) -> None:
+    app = create_app(settings)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    async with LifespanManager(app):
+        transport = ASGITransport(app=app, raise_app_exceptions=False)
+        async with AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/boom", headers={"X-Request-ID": "bug-1"})
+            exposition = (await client.get("/metrics")).text
+
+    assert response.status_code == 500
+    assert response.headers["X-Request-ID"] == "bug-1"
+    assert 'http_response_status_code="500",http_route="/boom"' in exposition
+
+
 async def test_requests_are_counted_by_route_template_never_by_path(
     client: AsyncClient,
 ) -> None:
@@ -100,8 +123,6 @@ async def test_requests_are_counted_by_route_template_never_by_path(
 async def test_two_applications_in_one_process_count_separately(
     client: AsyncClient, running_app: FastAPI
 ) -> None:
-    from {{ cookiecutter.package_name }}.app import create_app  # noqa: PLC0415
-
     other = create_app(running_app.state.database.settings)
     await client.get("/items")
 
@@ -211,9 +232,6 @@ async def test_json_logs_of_both_workers_name_the_route_and_request_id_of_a_503(
 def test_log_format_is_text_by_default_and_applies_to_uvicorn(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from {{ cookiecutter.package_name }}.logging_config import log_config  # noqa: PLC0415
-    from {{ cookiecutter.package_name }}.settings import Settings  # noqa: PLC0415
-
     text_config = log_config(Settings(_env_file=None))
     json_config = log_config(Settings(_env_file=None, log_format="JSON"))
 
