@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from .api import health, items
 from .api.errors import install_error_handlers
 from .api.observability import RequestObservability
+from .api.shedding import install_load_shedding
 from .db import Database, install_unit_of_work
 from .db.budget import check_connection_budget
 from .metrics import forget_dead_workers, forget_worker
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     install_error_handlers(app)
     install_unit_of_work(app)
+    install_load_shedding(app, settings, registry)
     # Outermost: every response, whichever middleware gives it, gets its ID and is counted.
     app.add_middleware(RequestObservability, registry=registry)
     install_tracing(app)
