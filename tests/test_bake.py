@@ -355,7 +355,17 @@ def test_pyproject_says_what_the_answers_say(baked: Any) -> None:
         for requirement in project["optional-dependencies"]["bench"]
     }
     assert bench == {"matplotlib", "httpx"}
-    assert f"{project['name']}[bench]" in project["optional-dependencies"]["dev"]
+    assert f"{project['name']}[bench,otel]" in project["optional-dependencies"]["dev"]
+    otel = {
+        re.split(r"[<>=\[]", requirement)[0]
+        for requirement in project["optional-dependencies"]["otel"]
+    }
+    assert otel == {
+        "opentelemetry-sdk",
+        "opentelemetry-exporter-otlp-proto-http",
+        "opentelemetry-instrumentation-fastapi",
+        "opentelemetry-instrumentation-sqlalchemy",
+    }
     assert (
         project["scripts"][answer(baked, "project_slug")]
         == f"{answer(baked, 'package_name')}.__main__:main"
