@@ -15,6 +15,7 @@ from .api.observability import RequestObservability
 from .api.shedding import install_load_shedding
 from .db import Database, install_unit_of_work
 from .db.budget import check_connection_budget
+from .db.replicas import Replicas
 from .metrics import forget_dead_workers, forget_worker
 from .settings import Settings
 from .tracing import install_tracing, shutdown_tracing, trace_engine
@@ -29,12 +30,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         forget_dead_workers()
         database = Database(settings, registry=registry)
+        replicas = Replicas(settings, registry)
         trace_engine(app, database.engine)
         try:
             await check_connection_budget(database.engine, settings)
+            await replicas.start()
             app.state.database = database
+            app.state.replicas = replicas or None
             yield
         finally:
+            await replicas.dispose()
             await database.dispose()
             shutdown_tracing(app)
             forget_worker(os.getpid())

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     log_level: LogLevel = "info"
     log_format: Literal["text", "json"] = "text"
     db_pgbouncer: bool = False
+    database_replica_urls: SecretStr = SecretStr("")
+    db_replica_max_lag: float = Field(default=5, gt=0, allow_inf_nan=False)
+    db_replica_check_interval: float = Field(default=2, gt=0, allow_inf_nan=False)
     web_concurrency: int = Field(default=1, ge=1)
 
     @field_validator("database_url", mode="after")
@@ -76,10 +79,32 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("database_replica_urls", mode="after")
+    @classmethod
+    def _replicas_use_postgresql(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        urls = [url.strip() for url in value.get_secret_value().split(",") if url.strip()]
+        if not urls:
+            return SecretStr("")
+        primary = info.data.get("database_url")
+        if primary is not None and not primary.get_secret_value().startswith("postgresql"):
+            raise ValueError("only applies to a PostgreSQL DATABASE_URL (replicas stream from it)")
+        replicas = [cls._use_async_driver(SecretStr(url)).get_secret_value() for url in urls]
+        if not all(url.startswith("postgresql") for url in replicas):
+            raise ValueError(
+                "must name PostgreSQL servers, e.g. postgresql://user:password@replica:5432/app"
+            )
+        return SecretStr(",".join(replicas))
+
     @property
     def url(self) -> URL:
         """The database URL; its `repr` and `str` hide the password."""
         return make_url(self.database_url.get_secret_value())
+
+    @property
+    def replica_urls(self) -> list[URL]:
+        """DATABASE_REPLICA_URLS, one URL per read replica."""
+        urls = self.database_replica_urls.get_secret_value()
+        return [make_url(url) for url in urls.split(",")] if urls else []
 
 
 def describe_validation_error(error: ValidationError) -> str:

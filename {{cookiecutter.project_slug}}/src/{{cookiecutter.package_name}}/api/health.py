@@ -14,7 +14,9 @@ from sqlalchemy import Executable, literal_column, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..db import DatabaseUnavailableError, PoolExhaustedError, UnitOfWork, get_database
+from ..db.dependencies import get_replicas
 from ..db.engine import PoolStatus
+from ..db.replicas import ReplicaStatus
 from ..metrics import exposition
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,9 @@ class Liveness(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unreachable", "busy"]
-    pool: PoolStatus
+    pool: PoolStatus  # the primary's
+    # One per read replica; a replica never makes the service unready (reads use the primary).
+    replicas: list[ReplicaStatus] = []
 
 
 @router.get("/health/live")
@@ -57,8 +61,12 @@ async def ready(request: Request, response: Response) -> Readiness:
         state = "unreachable"
     if state != "ok":
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    replicas = get_replicas(request)
     return Readiness(
-        status="ok" if state == "ok" else "unavailable", database=state, pool=database.status()
+        status="ok" if state == "ok" else "unavailable",
+        database=state,
+        pool=database.status(),
+        replicas=replicas.status() if replicas is not None else [],
     )
 
 

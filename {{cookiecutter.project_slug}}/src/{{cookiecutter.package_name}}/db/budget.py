@@ -1,4 +1,8 @@
-"""Check at start-up that every worker's pool fits in the server's connection limit."""
+"""Check at start-up that every worker's pool fits in the server's connection limit.
+
+Each server counts on its own: the primary and every read replica get a pool of the same size
+from each worker, so each must allow WEB_CONCURRENCY x (DB_POOL_SIZE + DB_MAX_OVERFLOW).
+"""
 
 from __future__ import annotations
 
@@ -58,8 +62,13 @@ async def read_budget(engine: AsyncEngine, settings: Settings) -> ConnectionBudg
     )
 
 
-async def check_connection_budget(engine: AsyncEngine, settings: Settings) -> None:
-    """Warn (or refuse to start) when the pools could ask PostgreSQL for more than it allows."""
+async def check_connection_budget(
+    engine: AsyncEngine, settings: Settings, server: str = "primary"
+) -> None:
+    """Warn (or refuse to start) when the pools could ask PostgreSQL for more than it allows.
+
+    `server` names the server in the messages: "primary", or a replica's name.
+    """
     if engine.dialect.name != "postgresql" or settings.db_pool_mode == "null":
         return
     if settings.db_pgbouncer:
@@ -70,11 +79,20 @@ async def check_connection_budget(engine: AsyncEngine, settings: Settings) -> No
     try:
         budget = await read_budget(engine, settings)
     except (SQLAlchemyError, OSError) as error:
-        logger.warning("could not read the connection limit: %s", type(error).__name__)
+        logger.warning(
+            "could not read the connection limit of the %s: %s", server, type(error).__name__
+        )
         return
     if budget.needed <= budget.available:
-        logger.info("connection budget: %d of %d connections", budget.needed, budget.available)
+        logger.info(
+            "connection budget of the %s: %d of %d connections",
+            server,
+            budget.needed,
+            budget.available,
+        )
         return
     if settings.db_budget_strict:
-        raise ConnectionBudgetExceededError(f"{budget.describe()}; DB_BUDGET_STRICT is set")
-    logger.warning("connection budget exceeded: %s", budget.describe())
+        raise ConnectionBudgetExceededError(
+            f"the {server}: {budget.describe()}; DB_BUDGET_STRICT is set"
+        )
+    logger.warning("connection budget exceeded on the %s: %s", server, budget.describe())

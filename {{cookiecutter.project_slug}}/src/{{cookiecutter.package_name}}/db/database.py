@@ -132,6 +132,10 @@ class Place:
         self.database.returned(self)
         self.database.queue.leave()
 
+    def at(self, database: Database) -> Place:
+        """A place for the same borrower in another server's queue (see replicas.py)."""
+        return Place(database, self.purpose, self._max_wait)
+
     def unavailable(self, error: Exception) -> Exception:
         """What a failure to check out a connection becomes: a 503, never a 500."""
         if isinstance(error, PoolTimeoutError):

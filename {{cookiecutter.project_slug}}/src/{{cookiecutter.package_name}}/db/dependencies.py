@@ -26,6 +26,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .database import Database
+from .replicas import Replicas
 from .unit_of_work import ReadOnlyConnection, ReadOnlySession, UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,12 @@ UNIT_OF_WORK = "database.unit_of_work"
 def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
+
+
+def get_replicas(request: Request) -> Replicas | None:
+    """The read replicas, or None without DATABASE_REPLICA_URLS."""
+    replicas: Replicas | None = getattr(request.app.state, "replicas", None)
+    return replicas
 
 
 def route_of(request: Request) -> str:
@@ -56,7 +63,7 @@ async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
             "database dependencies need CommitBeforeResponse: build the application with "
             "create_app(), or add install_unit_of_work(app)"
         )
-    work = UnitOfWork(get_database(request), route_of(request))
+    work = UnitOfWork(get_database(request), route_of(request), replicas=get_replicas(request))
     request.scope[UNIT_OF_WORK] = work
     try:
         yield work
@@ -78,7 +85,7 @@ async def connection(
 async def read_connection(
     work: Annotated[UnitOfWork, Depends(unit_of_work, scope="function")],
 ) -> ReadOnlyConnection:
-    await work.enter()  # a full pool answers 503 before the handler starts
+    await work.enter(reading=True)  # a full pool answers 503 before the handler starts
     return work.read_connection()
 
 
@@ -91,7 +98,7 @@ async def session(
 async def read_session(
     work: Annotated[UnitOfWork, Depends(unit_of_work, scope="function")],
 ) -> ReadOnlySession:
-    await work.enter()
+    await work.enter(reading=True)
     return work.read_session()
 
 

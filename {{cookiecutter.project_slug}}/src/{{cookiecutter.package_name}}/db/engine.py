@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import asyncpg
 from sqlalchemy import event
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, ExceptionContext
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, QueuePool, StaticPool
@@ -91,6 +91,7 @@ def engine_options(settings: Settings) -> dict[str, Any]:
 def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(settings.url, **engine_options(settings))
     event.listen(engine.sync_engine.pool, "checkout", reject_closed_connection)
+    event.listen(engine.sync_engine, "handle_error", lose_read_only_server)
     return engine
 
 
@@ -105,6 +106,23 @@ def reject_closed_connection(dbapi_connection: Any, _record: object, _proxy: obj
     driver = getattr(dbapi_connection, "driver_connection", None)
     if isinstance(driver, asyncpg.Connection) and driver.is_closed():
         raise DisconnectionError("the server closed this pooled connection")
+
+
+# In a pooled connection's `info` while a read-only view has PostgreSQL refuse writes.
+REFUSING_WRITES = "read_only.refusing_writes"
+READ_ONLY_SQL_TRANSACTION = "25006"
+
+
+def lose_read_only_server(context: ExceptionContext) -> None:
+    """A write refused as read-only (SQLSTATE 25006) where no read-only view asked for that: the
+    server was demoted to a standby by a failover, or made read-only. Treat it as a lost
+    connection: SQLAlchemy discards it and every connection pooled before it (they reach the
+    same server), the request gets a 503, and new connections find the new primary."""
+    if getattr(context.original_exception, "sqlstate", None) != READ_ONLY_SQL_TRANSACTION:
+        return
+    connection = context.connection
+    if connection is not None and not connection.info.get(REFUSING_WRITES):
+        context.is_disconnect = True
 
 
 class CheckoutCounter:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -27,6 +28,11 @@ WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 CREATE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 USE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60)
 SAMPLE_INTERVAL = 1.0
+# The families in each registry: every pool of an application (the primary's, each read
+# replica's) adds its `pool_name` series to the same ones.
+_families: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
 # Keys in a pooled connection's `info` dict, which lives as long as the connection.
 CONNECT_STARTED = "metrics.connect_started"
 CHECKED_OUT = "metrics.checked_out"
@@ -52,16 +58,27 @@ class PoolMetrics:
         self._capacity = capacity
         self._sampler: asyncio.Task[None] | None = None
         name = pool_name
+        families = _families.setdefault(self.registry, {})
+
+        def family(metric: str, make: Callable[[], Any]) -> Any:
+            if metric not in families:
+                families[metric] = make()
+            return families[metric]
 
         def counter(metric: str, meaning: str) -> Counter:
-            family = Counter(metric, meaning, ["pool_name"], registry=self.registry)
-            return family.labels(name)
+            family_ = family(
+                metric, lambda: Counter(metric, meaning, ["pool_name"], registry=self.registry)
+            )
+            return family_.labels(name)  # type: ignore[no-any-return]
 
         def histogram(metric: str, meaning: str, buckets: Iterable[float]) -> Histogram:
-            family = Histogram(
-                metric, meaning, ["pool_name"], buckets=tuple(buckets), registry=self.registry
+            family_ = family(
+                metric,
+                lambda: Histogram(
+                    metric, meaning, ["pool_name"], buckets=tuple(buckets), registry=self.registry
+                ),
             )
-            return family.labels(name)
+            return family_.labels(name)  # type: ignore[no-any-return]
 
         self.timeouts = counter(
             "db_client_connection_timeouts",
@@ -89,19 +106,22 @@ class PoolMetrics:
             "Time from checking a connection out of the pool to checking it back in.",
             USE_BUCKETS,
         )
+
         # liveall: with several workers, one series per live worker (label `pid`), since a sum
         # would hide the one worker whose pool is full; dashboards and alerts sum them.
-        count = Gauge(
+        def gauge(metric: str, meaning: str, labels: list[str]) -> Gauge:
+            return family(  # type: ignore[no-any-return]
+                metric,
+                lambda: Gauge(metric, meaning, labels, registry=None, multiprocess_mode="liveall"),
+            )
+
+        count = gauge(
             "db_client_connection_count",
             "Open connections by state: used (checked out) or idle (in the pool).",
             ["pool_name", "state"],
-            registry=None,
-            multiprocess_mode="liveall",
         )
         limits = {
-            metric: Gauge(
-                metric, meaning, ["pool_name"], registry=None, multiprocess_mode="liveall"
-            )
+            metric: gauge(metric, meaning, ["pool_name"])
             for metric, meaning in (
                 ("db_client_connection_max", "Connections the pool may have open at once."),
                 ("db_client_connection_idle_max", "Idle connections the pool keeps open."),
@@ -112,7 +132,10 @@ class PoolMetrics:
         self._max = limits["db_client_connection_max"].labels(name)
         self._idle_max = limits["db_client_connection_idle_max"].labels(name)
         self._pending = limits["db_client_connection_pending_requests"].labels(name)
-        self.registry.register(_SampledGauges(self, [count, *limits.values()]))
+        sampled: _SampledGauges = family(
+            "sampled gauges", lambda: _SampledGauges(self.registry, [count, *limits.values()])
+        )
+        sampled.pools.append(self)
 
     def watch(self, engine: AsyncEngine) -> None:
         """Follow the pool's events; with several workers, also sample the gauges in the
@@ -175,15 +198,17 @@ def _checked_out(_dbapi_connection: object, record: Any, _proxy: object) -> None
 class _SampledGauges(Collector):
     """Samples the pool, then reports the gauges: exact figures at every scrape."""
 
-    def __init__(self, metrics: PoolMetrics, gauges: list[Gauge]) -> None:
-        self._metrics = metrics
+    def __init__(self, registry: CollectorRegistry, gauges: list[Gauge]) -> None:
+        self.pools: list[PoolMetrics] = []
         self._gauges = gauges
+        registry.register(self)
 
     def describe(self) -> Iterator[Metric]:
         for gauge in self._gauges:
             yield from gauge.describe()
 
     def collect(self) -> Iterator[Metric]:
-        self._metrics.sample()
+        for pool in self.pools:
+            pool.sample()
         for gauge in self._gauges:
             yield from gauge.collect()

@@ -8,6 +8,12 @@ connection in one transaction; its Core and ORM statements, reads included, all 
 its reads see its writes. The transaction commits when the response is a success and rolls back
 otherwise (see dependencies.py).
 
+With read replicas (replicas.py), a request that only reads takes its place in a usable replica's
+queue instead, and a read that the replica fails runs on the primary. A request that asks for
+`Connection` or `Session` after reading moves to the primary's queue: it waits there holding its
+replica's place, which cannot deadlock, since nobody holding a primary's place waits for a
+replica's.
+
 The read-only views refuse writes: a statement SQLAlchemy knows writes (INSERT, UPDATE, DELETE,
 DDL, an ORM flush) raises `ReadOnlyError` before anything is sent, and a statement it cannot see
 into (`text()`, a SELECT with a data-modifying CTE) runs where the database itself refuses writes.
@@ -38,7 +44,9 @@ from sqlalchemy.sql.visitors import iterate
 from sqlalchemy.util import greenlet_spawn
 
 from .database import Database, Place
+from .engine import REFUSING_WRITES
 from .errors import ReadOnlyError
+from .replicas import Replicas, is_replica_trouble
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,12 +70,22 @@ class UnitOfWork:
         "_place",
         "_read_session",
         "_reading",
+        "_replicas",
         "_session",
         "database",
     )
 
-    def __init__(self, database: Database, purpose: str, max_wait: float | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        purpose: str,
+        max_wait: float | None = None,
+        replicas: Replicas | None = None,
+    ) -> None:
+        """`replicas`: where a unit that only reads may read (see replicas.py)."""
         self.database = database
+        self._replicas = replicas
+        # In the primary's queue, or in a replica's while the unit only reads.
         self._place: Place = database.place(purpose, max_wait)
         self._entered = False
         self._finished = False
@@ -81,21 +99,39 @@ class UnitOfWork:
         """Whether the unit of work holds a transaction (it asked for a read-write view)."""
         return self._connection is not None
 
-    async def enter(self) -> None:
-        """Take the place in the queue, once: raises PoolExhaustedError after DB_POOL_TIMEOUT."""
+    async def enter(self, *, reading: bool = False) -> None:
+        """Take the place in the queue, once: raises PoolExhaustedError after DB_POOL_TIMEOUT.
+
+        `reading`: the unit takes its place to read, so a usable replica may serve it.
+        """
         if self._finished:
             raise RuntimeError(
                 f"the unit of work of {self._place.purpose} has ended: the database is not "
                 "available to a background task or a streamed body of its request"
             )
         if not self._entered:
+            if reading and self._replicas is not None:
+                replica = self._replicas.choose()
+                if replica is not None:
+                    self._place = self._place.at(replica)
             await self._place.__aenter__()
             self._entered = True
+
+    async def _move_to_primary(self) -> None:
+        """Leave the replica's queue for the primary's: the unit writes, or the replica failed."""
+        replica_place = self._place
+        primary_place = replica_place.at(self.database)
+        await primary_place.__aenter__()  # failing, the unit still holds the replica's place
+        self._place = primary_place
+        await replica_place.__aexit__()
 
     async def connection(self) -> AsyncConnection:
         """The connection of the unit's transaction, checked out and begun on first use."""
         if self._connection is None or self._finished:
             await self.enter()
+            if self._place.database is not self.database:
+                async with self._reading or nullcontext():  # no read still uses the replica
+                    await self._move_to_primary()
             engine = self.database.engine
             try:
                 connection = await engine.connect()
@@ -170,12 +206,22 @@ class UnitOfWork:
 
         Reads started together (`asyncio.gather`) take turns: a place is one connection.
         """
-        await self.enter()
+        await self.enter(reading=True)
         if self._reading is None:
             self._reading = asyncio.Lock()
         async with self._reading:
             if self._connection is not None:
                 return await self._connection.run_sync(_flushed_then, self._session, run)
+            try:
+                return await run_in_one_greenlet(self._read_retrying, run)
+            except Exception as error:
+                replica = self._place.database
+                if replica is self.database or not is_replica_trouble(error):
+                    raise
+                if self._replicas is not None:
+                    self._replicas.failed(replica, error)
+            # Replica trouble never fails a read: the primary serves it, and the unit's next ones.
+            await self._move_to_primary()
             return await run_in_one_greenlet(self._read_retrying, run)
 
     def _read_retrying(self, run: Callable[[SyncConnection], T]) -> T:
@@ -191,7 +237,7 @@ class UnitOfWork:
 
     def _read_once(self, run: Callable[[SyncConnection], T]) -> T:
         try:
-            connection = self.database.engine.sync_engine.connect()
+            connection = self._place.database.engine.sync_engine.connect()
         except (PoolTimeoutError, DBAPIError, OSError) as error:
             raise self._place.unavailable(error) from error
         with connection:
@@ -412,7 +458,12 @@ def writes_refused_by_the_database(connection: SyncConnection) -> Iterator[None]
         transaction = connection.begin()
     try:
         connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-        yield
+        info = connection.info  # kept: a connection lost in the statement has none any more
+        info[REFUSING_WRITES] = True  # a 25006 now is ours, not a demoted server's
+        try:
+            yield
+        finally:
+            info.pop(REFUSING_WRITES, None)
     finally:
         transaction.rollback()
 
