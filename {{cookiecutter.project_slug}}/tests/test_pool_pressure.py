@@ -178,7 +178,9 @@ async def test_readiness_answers_busy_quickly_when_the_pool_is_exhausted(
     response = await client.get("/health/ready")
     waited = time.perf_counter() - started
 
-    assert response.status_code == 503
+    # Busy is not unready: a pod taken out of rotation for it would overload the others.
+    assert response.status_code == 200
+    assert response.json()["status"] == "busy"
     assert response.json()["database"] == "busy"
     assert response.json()["pool"]["checked_out"] == 2
     assert waited < settings.ready_timeout + 3
@@ -419,7 +421,7 @@ async def test_statement_cancelled_by_a_timeout_returns_its_connection(
     dependency: str,
 ) -> None:
     """Cut short in the driver, mid-statement: the connection and the place go back."""
-    assert (await client.get(f"/probe/statement-timeout/{dependency}")).status_code == 500
+    assert (await client.get(f"/probe/statement-timeout/{dependency}")).status_code == 503
 
     assert pool_of(running_app).checked_out == 0
     assert await app_sessions(admin, settings.db_application_name, "idle in transaction") == 0

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from .api import health, items
+from .api.drain import Drain
 from .api.errors import install_error_handlers
 from .api.observability import RequestObservability
 from .api.shedding import install_load_shedding
@@ -23,6 +24,7 @@ from .tracing import install_tracing, shutdown_tracing, trace_engine
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    drain = Drain()
     # The application's own metrics, so that applications in one process never share figures.
     registry = CollectorRegistry()
 
@@ -36,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await check_connection_budget(database.engine, settings)
             await replicas.start()
             app.state.database = database
+            drain.start_on_sigterm(settings.shutdown_timeout)
             app.state.replicas = replicas or None
             yield
         finally:
@@ -48,13 +51,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title={{ cookiecutter.project_name | python_string }},
         summary={{ cookiecutter.description | python_string }},
         lifespan=lifespan,
+        # 413 as soon as Content-Length says so, or as a chunked body passes the limit.
+        max_body_size=settings.max_body_bytes,
     )
+    app.state.drain = drain
     app.state.metrics_registry = registry
     # Each request is matched against the routers in this order: the busiest first.
     app.include_router(items.router)
     app.include_router(health.router)
     install_error_handlers(app)
     install_unit_of_work(app)
+    app.add_middleware(drain.middleware)
     install_load_shedding(app, settings, registry)
     # Outermost: every response, whichever middleware gives it, gets its ID and is counted.
     app.add_middleware(RequestObservability, registry=registry)

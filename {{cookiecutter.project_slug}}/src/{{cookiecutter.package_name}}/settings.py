@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default={{ cookiecutter.pool_size }}, ge=1)
     db_max_overflow: int = Field(default={{ cookiecutter.max_overflow }}, ge=0)
     db_pool_timeout: float = Field(default={{ cookiecutter.pool_timeout }}, gt=0, allow_inf_nan=False)
+    db_connect_timeout: float = Field(default=5, gt=0, allow_inf_nan=False)
+    db_statement_timeout: float = Field(default=30, ge=0, allow_inf_nan=False)
     db_pool_recycle: int = Field(default=1800, ge=-1)
     db_pool_pre_ping: bool = False
     db_echo: bool = False
@@ -50,6 +52,8 @@ class Settings(BaseSettings):
     db_replica_max_lag: float = Field(default=5, gt=0, allow_inf_nan=False)
     db_replica_check_interval: float = Field(default=2, gt=0, allow_inf_nan=False)
     web_concurrency: int = Field(default=1, ge=1)
+    shutdown_timeout: float = Field(default=20, gt=0, allow_inf_nan=False)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
 
     @field_validator("database_url", mode="after")
     @classmethod

@@ -30,7 +30,9 @@ class Liveness(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ok", "unavailable"]
+    # 503 only for "unavailable" (the database is unreachable) and "draining" (SIGTERM): a busy
+    # pod stays in rotation, or its load would move to the others and overload them in turn.
+    status: Literal["ok", "busy", "unavailable", "draining"]
     database: Literal["ok", "unreachable", "busy"]
     pool: PoolStatus  # the primary's
     # One per read replica; a replica never makes the service unready (reads use the primary).
@@ -59,11 +61,16 @@ async def ready(request: Request, response: Response) -> Readiness:
     except (DatabaseUnavailableError, SQLAlchemyError, OSError, TimeoutError) as error:
         logger.warning("readiness check failed: %s", type(error).__name__)
         state = "unreachable"
-    if state != "ok":
+    overall: Literal["ok", "busy", "unavailable", "draining"] = (
+        "unavailable" if state == "unreachable" else state
+    )
+    if request.app.state.drain.draining:
+        overall = "draining"
+    if overall in ("unavailable", "draining"):
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     replicas = get_replicas(request)
     return Readiness(
-        status="ok" if state == "ok" else "unavailable",
+        status=overall,
         database=state,
         pool=database.status(),
         replicas=replicas.status() if replicas is not None else [],

@@ -6,6 +6,7 @@ from each worker, so each must allow WEB_CONCURRENCY x (DB_POOL_SIZE + DB_MAX_OV
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -77,8 +78,11 @@ async def check_connection_budget(
         logger.info("connection budget: not checked behind PgBouncer (DB_PGBOUNCER=true)")
         return
     try:
-        budget = await read_budget(engine, settings)
-    except (SQLAlchemyError, OSError) as error:
+        # Start-up waits no longer than one connection attempt: an unanswering server is
+        # reported by readiness, not by a service that never starts.
+        async with asyncio.timeout(settings.db_connect_timeout):
+            budget = await read_budget(engine, settings)
+    except (SQLAlchemyError, OSError) as error:  # TimeoutError is an OSError
         logger.warning(
             "could not read the connection limit of the %s: %s", server, type(error).__name__
         )

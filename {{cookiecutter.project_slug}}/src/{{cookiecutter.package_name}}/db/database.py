@@ -109,15 +109,18 @@ class Database:
 class Place:
     """A place in the queue: the right to one of the pool's connections (see queue.py)."""
 
-    __slots__ = ("_max_wait", "database", "purpose")
+    __slots__ = ("_max_wait", "database", "deadline", "purpose")
 
     def __init__(self, database: Database, purpose: str, max_wait: float) -> None:
         self.database = database
         self.purpose = purpose
         self._max_wait = max_wait
+        # DB_POOL_TIMEOUT bounds queueing and connecting together: see engine.connect_deadline.
+        self.deadline: float | None = None
 
     async def __aenter__(self) -> Self:
         database = self.database
+        self.deadline = time.monotonic() + self._max_wait
         started = time.perf_counter()
         try:
             await database.queue.enter(self._max_wait)

@@ -71,8 +71,8 @@ async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
             await work.flush()
         else:
             await work.finish(commit=False)
-    except BaseException:
-        await work.finish(commit=False)
+    except BaseException as error:
+        await work.finish(commit=False, error=error)
         raise
 
 

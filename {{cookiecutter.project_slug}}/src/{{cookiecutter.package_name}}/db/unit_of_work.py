@@ -44,7 +44,7 @@ from sqlalchemy.sql.visitors import iterate
 from sqlalchemy.util import greenlet_spawn
 
 from .database import Database, Place
-from .engine import REFUSING_WRITES
+from .engine import REFUSING_WRITES, connect_deadline
 from .errors import ReadOnlyError
 from .replicas import Replicas, is_replica_trouble
 
@@ -133,10 +133,14 @@ class UnitOfWork:
                 async with self._reading or nullcontext():  # no read still uses the replica
                     await self._move_to_primary()
             engine = self.database.engine
+            deadline = connect_deadline.set(self._place.deadline)
             try:
                 connection = await engine.connect()
             except (PoolTimeoutError, DBAPIError, OSError) as error:
                 raise self._place.unavailable(error) from error
+            finally:
+                connect_deadline.reset(deadline)
+            self._place.deadline = None  # later connections get DB_CONNECT_TIMEOUT each
             try:
                 # The engine runs in autocommit (see engine.isolation_level); this connection
                 # runs one transaction at the server's default isolation level.
@@ -171,17 +175,23 @@ class UnitOfWork:
         if self._session is not None:
             await self._session.flush()
 
-    async def finish(self, *, commit: bool) -> None:
+    async def finish(self, *, commit: bool, error: BaseException | None = None) -> None:
         """Commit (or roll back), give the connection back to the pool, then leave the queue.
 
-        Safe to call more than once; after a failed commit the transaction is rolled back.
+        Safe to call more than once; after a failed commit the transaction is rolled back. After
+        a statement that timed out (`error`), the connection is discarded, not rolled back: a
+        server that answered nothing will not answer a ROLLBACK either.
         """
         if self._finished:
             return
         self._finished = True
         try:
             if self._connection is not None:
-                await self._end_transaction(self._connection, commit=commit)
+                if isinstance(error, TimeoutError):
+                    with anyio.CancelScope(shield=True):
+                        await self._connection.invalidate()
+                else:
+                    await self._end_transaction(self._connection, commit=commit)
         finally:
             if self._entered:
                 await self._place.__aexit__()
@@ -236,12 +246,21 @@ class UnitOfWork:
         return self._read_once(run)
 
     def _read_once(self, run: Callable[[SyncConnection], T]) -> T:
+        deadline = connect_deadline.set(self._place.deadline)
         try:
             connection = self._place.database.engine.sync_engine.connect()
         except (PoolTimeoutError, DBAPIError, OSError) as error:
             raise self._place.unavailable(error) from error
+        finally:
+            connect_deadline.reset(deadline)
+        self._place.deadline = None  # later connections get DB_CONNECT_TIMEOUT each
         with connection:
-            return run(connection)
+            try:
+                return run(connection)
+            except TimeoutError:
+                # The server answered nothing within DB_STATEMENT_TIMEOUT: never pool it again.
+                connection.invalidate()
+                raise
 
     def sync_read_session(self) -> SyncSession:
         """The ORM session behind `ReadSession`, bound to each read's connection in turn."""
@@ -252,14 +271,16 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: object
+    ) -> None:
         if kind is None:
             try:
                 await self.flush()
-            except BaseException:
-                await self.finish(commit=False)
+            except BaseException as failure:
+                await self.finish(commit=False, error=failure)
                 raise
-        await self.finish(commit=kind is None)
+        await self.finish(commit=kind is None, error=error)
 
 
 class ReadOnlyConnection:
