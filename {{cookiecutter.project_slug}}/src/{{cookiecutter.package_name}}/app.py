@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         forget_dead_workers()
         database = Database(settings, registry=registry)
         replicas = Replicas(settings, registry)
-        trace_engine(app, database.engine)
+        for pool in [database, *(replica.database for replica in replicas.replicas)]:
+            trace_engine(app, pool.engine)
         try:
             await check_connection_budget(database.engine, settings)
             await replicas.start()
