@@ -105,7 +105,9 @@ def measure(arguments: argparse.Namespace, load: Load) -> list[list[Measurement]
     runs: list[list[Measurement]] = [[] for _ in scenarios(arguments.pool_sizes)]
     for round_number in range(1, arguments.rounds + 1):
         for index, (name, size, settings) in enumerate(scenarios(arguments.pool_sizes)):
-            with running_service({**settings, "DB_MAX_OVERFLOW": "0"}) as base_url:
+            # The sweep measures the pool: every connection of the closed loop is taken in.
+            unshed = {"REQUESTS_PER_CONNECTION": str(arguments.connections)}
+            with running_service({**settings, **unshed, "DB_MAX_OVERFLOW": "0"}) as base_url:
                 url = base_url + arguments.path
                 if arguments.warmup:
                     load(url, arguments.connections, arguments.warmup)

@@ -113,7 +113,9 @@ def measure_open_loop(  # noqa: PLR0913 (the benchmark's options, passed on by n
     allow_many_connections()
     capacity = None
     if any(rate.relative for rate in offered):
-        with pinned_service(settings, cores) as base_url:
+        # Capacity is what the worker serves when nothing is refused.
+        unshed = {**settings, "REQUESTS_PER_CONNECTION": str(connections)}
+        with pinned_service(unshed, cores) as base_url:
             if warmup:
                 load(base_url + path, connections, warmup)
             capacity = load(base_url + path, connections, seconds).rps

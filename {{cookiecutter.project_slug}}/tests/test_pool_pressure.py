@@ -443,6 +443,7 @@ async def test_impatient_clients_leave_no_connection_or_transaction_behind(
         DB_MAX_OVERFLOW="0",
         DB_POOL_TIMEOUT="1",
         DB_APPLICATION_NAME=name,
+        REQUESTS_PER_CONNECTION="16",  # all 32 are taken in: none is shed with a 503
     ) as server:
         async with admin.connect() as locker:
             await locker.execute(text("LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     db_budget_strict: bool = False
     db_application_name: str = Field(default="{{ cookiecutter.package_name }}", min_length=1, max_length=63)
     ready_timeout: float = Field(default=2, gt=0, allow_inf_nan=False)
-    requests_per_connection: int = Field(default=4, ge=1)
+    requests_per_connection: int = Field(default=10, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: LogLevel = "info"
