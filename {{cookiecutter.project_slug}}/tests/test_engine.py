@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asgi_lifespan import LifespanManager
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.db.engine import create_engine, engine_options
+from {{ cookiecutter.package_name }}.db.engine import create_engine
 from {{ cookiecutter.package_name }}.settings import Settings
 
 
@@ -39,17 +42,28 @@ async def test_pool_settings_from_environment_reach_the_engine(
         assert ready["pool"]["size"] == 3
 
 
-async def test_engine_exists_only_during_the_lifespan(settings: Settings) -> None:
+async def test_the_lifespan_opens_the_engine_and_closes_its_server_connections(
+    postgres_url: str, settings: Settings, admin: AsyncEngine
+) -> None:
     app = create_app(settings)
     assert not hasattr(app.state, "database")
 
     async with LifespanManager(app):
-        engine = app.state.database.engine
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        assert engine.pool.checkedin() == 1
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
+            await asyncio.gather(*(client.get("/items") for _ in range(4)))
+        during = await server_sessions(admin, settings.db_application_name)
 
-    assert engine.pool.checkedin() == 0
+    assert 1 <= during <= settings.db_pool_size
+    assert await server_sessions(admin, settings.db_application_name) == 0
+
+
+async def server_sessions(admin: AsyncEngine, application_name: str) -> int:
+    async with admin.connect() as connection:
+        count = await connection.scalar(
+            text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": application_name},
+        )
+    return int(count or 0)
 
 
 async def test_in_memory_sqlite_gets_one_shared_connection_without_sizing() -> None:
@@ -78,13 +92,3 @@ async def test_null_pool_mode_opens_a_connection_per_checkout(settings: Settings
         "overflow": 0,
         "waiting": 0,
     }
-
-
-@pytest.mark.parametrize(("pgbouncer", "level"), [(False, "AUTOCOMMIT"), (True, None)])
-def test_reads_autocommit_except_behind_pgbouncer(pgbouncer: bool, level: str | None) -> None:
-    """Behind a transaction pooler a statement's prepare and execute must share a transaction."""
-    settings = Settings(
-        _env_file=None, database_url="postgresql+asyncpg://u:p@db/app", db_pgbouncer=pgbouncer
-    )
-
-    assert engine_options(settings)["isolation_level"] == level
