@@ -39,6 +39,27 @@ def test_bad_setting_stops_start_with_a_short_message(variable: str, value: str)
     assert len(result.stderr.splitlines()) <= 3
 
 
+def test_a_strict_budget_refuses_to_start_in_one_line(postgres_url: str) -> None:
+    """DB_BUDGET_STRICT and pools larger than the server allows: one line, and no worker starts."""
+    result = subprocess.run(
+        [sys.executable, "-m", "{{ cookiecutter.package_name }}"],
+        env=service_environment(
+            DATABASE_URL=postgres_url, DB_POOL_SIZE="100000", DB_BUDGET_STRICT="true"
+        ),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("Refusing to start: the primary: WEB_CONCURRENCY (1)")
+    assert "DB_BUDGET_STRICT is set" in result.stderr
+    assert "pool-test-secret" not in result.stderr
+
+
 def test_serves_on_host_and_port_from_environment(migrated_database: str) -> None:
     with running_server(DATABASE_URL=migrated_database) as server:
         live = httpx.get(f"{server.url}/health/live", timeout=5)

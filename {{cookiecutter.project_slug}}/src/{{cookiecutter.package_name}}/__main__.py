@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import uvicorn
 from pydantic import ValidationError
 
+from .db.budget import ConnectionBudgetExceededError, check_connection_budget
+from .db.engine import create_engine
+from .db.replicas import replica_settings
 from .logging_config import log_config
 from .metrics import process_group_directory
 from .settings import Settings, describe_validation_error
@@ -17,6 +21,10 @@ def main() -> int:
         settings = Settings()
     except ValidationError as error:
         print(describe_validation_error(error), file=sys.stderr)
+        return 2
+    refusal = budget_refusal(settings)
+    if refusal:
+        print(f"Refusing to start: {refusal}", file=sys.stderr)
         return 2
     # uvicorn applies log_config in each worker too; the workers find the metrics directory
     # in the environment they are spawned with.
@@ -31,6 +39,31 @@ def main() -> int:
             workers=settings.web_concurrency,
         )
     return 0
+
+
+def budget_refusal(settings: Settings) -> str | None:
+    """With DB_BUDGET_STRICT, check every server's connection budget before any worker starts,
+    so that a refusal is one line here rather than a traceback from each worker's start-up."""
+    if not settings.db_budget_strict:
+        return None
+
+    async def check(server: Settings, name: str) -> None:
+        engine = create_engine(server)
+        try:
+            await check_connection_budget(engine, server, server=name)
+        finally:
+            await engine.dispose()
+
+    servers = [(settings, "primary")] + [
+        (replica_settings(settings, url), f"replica-{number}")
+        for number, url in enumerate(settings.replica_urls, start=1)
+    ]
+    try:
+        for server, name in servers:
+            asyncio.run(check(server, name))
+    except ConnectionBudgetExceededError as error:
+        return str(error)
+    return None
 
 
 if __name__ == "__main__":
