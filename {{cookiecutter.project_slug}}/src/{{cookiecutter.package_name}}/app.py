@@ -62,8 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     install_error_handlers(app)
     install_unit_of_work(app)
-    app.add_middleware(drain.middleware)
-    install_load_shedding(app, settings, registry)
+    install_load_shedding(app, settings, registry, drain)
     # Outermost: every response, whichever middleware gives it, gets its ID and is counted.
     app.add_middleware(RequestObservability, registry=registry)
     install_tracing(app)

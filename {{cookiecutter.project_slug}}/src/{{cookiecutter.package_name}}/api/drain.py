@@ -15,42 +15,35 @@ import signal
 from types import FrameType, MethodType
 
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from .errors import service_unavailable
 
 logger = logging.getLogger(__name__)
-HEALTH = "/health/"
 
 
 class Drain:
-    """Counts the requests in flight (health checks aside) and refuses new ones while draining."""
+    """The requests in flight (health checks and `/metrics` aside), counted by the middleware
+    that admits them (shedding.py), which refuses new ones while draining."""
 
     def __init__(self) -> None:
         self.draining = False
         self.in_flight = 0
         self._idle = asyncio.Event()
 
-    def middleware(self, app: ASGIApp) -> ASGIApp:
-        async def counting(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http" or scope["path"].startswith(HEALTH):
-                await app(scope, receive, send)
-                return
-            if self.draining:
-                response = service_unavailable("the service is shutting down; retry elsewhere")
-                response.headers["Connection"] = "close"
-                await response(scope, receive, send)
-                return
-            self.in_flight += 1
-            self._idle.clear()
-            try:
-                await app(scope, receive, send)
-            finally:
-                self.in_flight -= 1
-                if not self.in_flight:
-                    self._idle.set()
+    def started(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
 
-        return counting
+    def ended(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._idle.set()
+
+    async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = service_unavailable("the service is shutting down; retry elsewhere")
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
 
     async def finished(self, within: float) -> bool:
         """Wait until no request is in flight, at most `within` seconds; True if none is."""

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..settings import Settings
+from .drain import Drain
 from .errors import RETRY_AFTER_SECONDS
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,13 @@ _END: Message = {"type": "http.response.body", "body": _BODY}
 class LoadShedding:
     """Counts the requests in flight and refuses any above `limit`."""
 
-    def __init__(self, app: ASGIApp, limit: int, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, registry: CollectorRegistry, drain: Drain
+    ) -> None:
         self.app = app
         self.limit = limit
-        self.in_flight = 0
+        # The drain counts the requests in flight: SIGTERM waits for them (see drain.py).
+        self.drain = drain
         self.refused = 0
         self._counter = Counter(
             "http_server_requests_shed",
@@ -66,20 +70,27 @@ class LoadShedding:
         self._warned_at = -math.inf
         self._refused_when_warned = 0
 
+    @property
+    def in_flight(self) -> int:
+        return self.drain.in_flight
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        drain = self.drain
         if scope["type"] != "http" or scope["path"] in NEVER_SHED:
             await self.app(scope, receive, send)
-        elif self.in_flight >= self.limit:
+        elif drain.draining:
+            await drain.refuse(scope, receive, send)
+        elif drain.in_flight >= self.limit:
             self._count_refusal()
             # Responses must not share header lists: a middleware outside may append to them.
             await send({**_START, "headers": list(_START["headers"])})
             await send(_END)
         else:
-            self.in_flight += 1
+            drain.started()
             try:
                 await self.app(scope, receive, send)
             finally:
-                self.in_flight -= 1
+                drain.ended()
 
     def _count_refusal(self) -> None:
         self.refused += 1
@@ -96,8 +107,10 @@ class LoadShedding:
             self._refused_when_warned = self.refused
 
 
-def install_load_shedding(app: FastAPI, settings: Settings, registry: CollectorRegistry) -> None:
+def install_load_shedding(
+    app: FastAPI, settings: Settings, registry: CollectorRegistry, drain: Drain
+) -> None:
     """Add it outside every middleware that does work per request, so a refusal skips that work."""
     capacity = settings.db_pool_size + settings.db_max_overflow
     limit = settings.requests_per_connection * capacity
-    app.add_middleware(LoadShedding, limit=limit, registry=registry)
+    app.add_middleware(LoadShedding, limit=limit, registry=registry, drain=drain)
