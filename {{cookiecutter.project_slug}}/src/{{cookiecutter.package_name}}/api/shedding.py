@@ -54,9 +54,7 @@ _END: Message = {"type": "http.response.body", "body": _BODY}
 class LoadShedding:
     """Counts the requests in flight and refuses any above `limit`."""
 
-    def __init__(
-        self, app: ASGIApp, limit: int, registry: CollectorRegistry, drain: Drain
-    ) -> None:
+    def __init__(self, app: ASGIApp, limit: int, registry: CollectorRegistry, drain: Drain) -> None:
         self.app = app
         self.limit = limit
         # The drain counts the requests in flight: SIGTERM waits for them (see drain.py).
@@ -110,7 +108,8 @@ class LoadShedding:
 def install_load_shedding(
     app: FastAPI, settings: Settings, registry: CollectorRegistry, drain: Drain
 ) -> None:
-    """Add it outside every middleware that does work per request, so a refusal skips that work."""
+    """Add it outside every middleware but the one that counts each answer (RequestObservability):
+    a refusal then skips their work and is still counted."""
     capacity = settings.db_pool_size + settings.db_max_overflow
     limit = settings.requests_per_connection * capacity
     app.add_middleware(LoadShedding, limit=limit, registry=registry, drain=drain)
