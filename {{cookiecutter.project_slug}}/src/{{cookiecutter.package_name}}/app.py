@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from .api import health, items
+from .api.body_limit import BodyLimit
 from .api.drain import Drain
 from .api.errors import install_error_handlers
 from .api.observability import RequestObservability
@@ -52,8 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title={{ cookiecutter.project_name | python_string }},
         summary={{ cookiecutter.description | python_string }},
         lifespan=lifespan,
-        # 413 as soon as Content-Length says so, or as a chunked body passes the limit.
-        max_body_size=settings.max_body_bytes,
     )
     app.state.drain = drain
     app.state.metrics_registry = registry
@@ -62,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     install_error_handlers(app)
     install_unit_of_work(app)
+    app.add_middleware(BodyLimit, max_body_size=settings.max_body_bytes)
     install_load_shedding(app, settings, registry, drain)
     # Outermost: every response, whichever middleware gives it, gets its ID and is counted.
     app.add_middleware(RequestObservability, registry=registry)
