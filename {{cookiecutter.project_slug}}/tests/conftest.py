@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import httpx
@@ -19,20 +19,31 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from httpx import ASGITransport, AsyncClient
+from pydantic import SecretStr
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.db import Connection, ReadConnection, ReadSession, Session
 from {{ cookiecutter.package_name }}.db.engine import PoolStatus
 from {{ cookiecutter.package_name }}.models import Item
 from {{ cookiecutter.package_name }}.settings import Settings
 
 if TYPE_CHECKING:
     from .pgbouncer import PgBouncer
+
+# The four dependencies, by name, for tests that run the same handler with each.
+VIEWS: dict[str, Any] = {
+    "connection": Connection,
+    "read_connection": ReadConnection,
+    "session": Session,
+    "read_session": ReadSession,
+}
+WRITERS = ("connection", "session")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The database this project targets; TEST_DATABASE_URL always wins.
@@ -143,9 +154,10 @@ def service_environment(**overrides: str) -> dict[str, str]:
 
 
 class Server:
-    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
         self.process = process
-        self.url = url
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         self.output = ""
 
 
@@ -161,7 +173,7 @@ def running_server(**environment: str) -> Iterator[Server]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    server = Server(process, f"http://127.0.0.1:{port}")
+    server = Server(process, port)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -205,3 +217,31 @@ def pgbouncer(migrated_database: str) -> Iterator[PgBouncer]:
         yield bouncer
     finally:
         bouncer.stop()
+
+
+@asynccontextmanager
+async def serving(
+    settings: Settings, *routers: APIRouter
+) -> AsyncIterator[tuple[FastAPI, AsyncClient]]:
+    """The application with these settings (and extra routes), started, and a client for it."""
+    app = create_app(settings)
+    for router in routers:
+        app.include_router(router)
+    async with (
+        LifespanManager(app, startup_timeout=30),
+        AsyncClient(
+            transport=ASGITransport(app=app, raise_app_exceptions=False), base_url="http://test"
+        ) as client,
+    ):
+        yield app, client
+
+
+def through_pgbouncer(settings: Settings, bouncer: PgBouncer) -> Settings:
+    """`settings`, reaching the database through PgBouncer, with DB_PGBOUNCER set."""
+    return settings.model_copy(
+        update={
+            "database_url": SecretStr(bouncer.url.render_as_string(hide_password=False)),
+            "db_pgbouncer": True,
+            "db_application_name": bouncer.application_name,
+        }
+    )

@@ -18,20 +18,13 @@ from sqlalchemy import Executable, event, insert, select
 from starlette.types import Message, Receive, Scope, Send
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.db import Connection, ReadConnection, ReadSession, Session
+from {{ cookiecutter.package_name }}.db import Connection, ReadConnection
 from {{ cookiecutter.package_name }}.models import Item
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from .conftest import pool_of
+from .conftest import VIEWS, WRITERS, pool_of
 
 probes = APIRouter(prefix="/probe")
-VIEWS: dict[str, Any] = {
-    "connection": Connection,
-    "read_connection": ReadConnection,
-    "session": Session,
-    "read_session": ReadSession,
-}
-WRITERS = ("connection", "session")
 
 
 async def use(view_name: str, view: Any) -> None:

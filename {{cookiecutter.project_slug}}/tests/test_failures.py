@@ -7,11 +7,9 @@ import asyncio
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -29,7 +27,8 @@ from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.db import Connection, ReadConnection
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from .conftest import PROJECT_ROOT, alembic_config, free_port, pool_of, service_environment
+from .conftest import alembic_config, pool_of, running_server, through_pgbouncer
+from .conftest import serving as serving_app
 from .pgbouncer import PgBouncer
 from .proxy import SeveringProxy
 
@@ -51,27 +50,17 @@ async def run_sql(statement: str, connection: Connection) -> None:
     await connection.execute(text(statement))
 
 
-def build_app(settings: Settings) -> FastAPI:
-    app = create_app(settings)
-    app.include_router(probes)
-    return app
-
-
 @asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, AsyncClient]]:
-    app = build_app(settings)
-    async with (
-        LifespanManager(app, startup_timeout=30),
-        AsyncClient(
-            transport=ASGITransport(app=app, raise_app_exceptions=False), base_url="http://test"
-        ) as client,
-    ):
-        yield app, client
+    async with serving_app(settings, probes) as served:
+        yield served
 
 
 @pytest.fixture
 def app(settings: Settings) -> FastAPI:
-    return build_app(settings)
+    app = create_app(settings)
+    app.include_router(probes)
+    return app
 
 
 @asynccontextmanager
@@ -109,7 +98,7 @@ async def test_a_silent_server_gets_bounded_start_up_and_fast_503s(settings: Set
                 "ready_timeout": 1,
             }
         )
-        app = build_app(hung)
+        app = create_app(hung)
         started = time.perf_counter()
         async with LifespanManager(app, startup_timeout=30):
             start_up = time.perf_counter() - started
@@ -211,14 +200,7 @@ async def test_the_statement_timeout_holds_behind_pgbouncer(
 ) -> None:
     """PgBouncer refuses `statement_timeout` at connection start: the client cancels the
     statement instead, through PgBouncer, and the server stops it."""
-    through = settings.model_copy(
-        update={
-            "database_url": SecretStr(pgbouncer.url.render_as_string(hide_password=False)),
-            "db_pgbouncer": True,
-            "db_statement_timeout": 1,
-            "db_application_name": pgbouncer.application_name,
-        }
-    )
+    through = through_pgbouncer(settings, pgbouncer).model_copy(update={"db_statement_timeout": 1})
     async with serving(through) as (_, client), items_locked(admin):
         started = time.perf_counter()
         response = await client.get("/items")
@@ -316,32 +298,6 @@ def resident_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-@contextmanager
-def real_service(**environment: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "{{ cookiecutter.package_name }}"],
-        env=service_environment(HOST="127.0.0.1", PORT=str(port), **environment),
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, "the service stopped"
-                assert time.monotonic() < deadline, "the service did not start"
-                time.sleep(0.1)
-        yield process, port
-    finally:
-        process.kill()
-        process.wait(timeout=30)
-
-
 def send_body(port: int, *, chunked: bool, size: int) -> bytes:
     """Send a request with a `size`-byte body the raw way; what the server answered."""
     head = "POST /items HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
@@ -362,10 +318,10 @@ def send_body(port: int, *, chunked: bool, size: int) -> bytes:
 def test_a_100_mb_body_is_refused_without_growing_the_worker(
     migrated_database: str, chunked: bool
 ) -> None:
-    with real_service(DATABASE_URL=migrated_database) as (process, port):
-        before = resident_kib(process.pid)
-        answer = send_body(port, chunked=chunked, size=100 << 20)
-        growth = resident_kib(process.pid) - before
+    with running_server(DATABASE_URL=migrated_database) as server:
+        before = resident_kib(server.process.pid)
+        answer = send_body(server.port, chunked=chunked, size=100 << 20)
+        growth = resident_kib(server.process.pid) - before
 
     print(
         f"100 MB body ({'chunked' if chunked else 'Content-Length'}): {answer[:12]!r}, "
@@ -381,10 +337,11 @@ async def test_sigterm_drains_the_requests_in_flight_then_exits(
 ) -> None:
     """Requests holding connections (behind a table lock, about a second) all finish with 201;
     readiness answers 503 during the drain; the process exits by itself."""
-    with real_service(
+    with running_server(
         DATABASE_URL=postgres_url, WEB_CONCURRENCY=str(workers), SHUTDOWN_TIMEOUT="20"
-    ) as (process, port):
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    ) as server:
+        process = server.process
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             async with admin.connect() as locker:
                 await locker.execute(text("LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
                 in_flight = [

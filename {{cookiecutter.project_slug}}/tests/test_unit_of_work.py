@@ -12,10 +12,9 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse, RedirectResponse
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 from pydantic import SecretStr
 from sqlalchemy import (
     Executable,
@@ -44,17 +43,11 @@ from {{ cookiecutter.package_name }}.db import (
 from {{ cookiecutter.package_name }}.models import Item
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from .conftest import pool_of
+from .conftest import VIEWS, WRITERS, pool_of, through_pgbouncer
+from .conftest import serving as serving_app
 from .pgbouncer import PgBouncer
 from .proxy import SeveringProxy
 
-VIEWS: dict[str, Any] = {
-    "connection": Connection,
-    "read_connection": ReadConnection,
-    "session": Session,
-    "read_session": ReadSession,
-}
-WRITERS = ("connection", "session")
 COMBINATIONS = [
     combination for size in range(1, 5) for combination in itertools.combinations(VIEWS, size)
 ]
@@ -220,28 +213,18 @@ async def reads_started_together(reads: ReadConnection, orm: ReadSession) -> lis
     return list(await asyncio.gather(*core, *objects))
 
 
-def build_app(settings: Settings) -> FastAPI:
-    app = create_app(settings)
-    app.include_router(mixes)
-    app.include_router(probes)
-    return app
-
-
 @asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, AsyncClient]]:
-    app = build_app(settings)
-    async with (
-        LifespanManager(app),
-        AsyncClient(
-            transport=ASGITransport(app=app, raise_app_exceptions=False), base_url="http://test"
-        ) as client,
-    ):
-        yield app, client
+    async with serving_app(settings, mixes, probes) as served:
+        yield served
 
 
 @pytest.fixture
 def app(settings: Settings) -> FastAPI:
-    return build_app(settings)
+    app = create_app(settings)
+    app.include_router(mixes)
+    app.include_router(probes)
+    return app
 
 
 async def item_names(app: FastAPI) -> list[str]:
@@ -299,13 +282,7 @@ async def test_any_mix_of_dependencies_in_one_handler_shares_one_place(
 async def test_any_mix_of_dependencies_works_behind_pgbouncer(
     pgbouncer: PgBouncer, settings: Settings
 ) -> None:
-    through = settings.model_copy(
-        update={
-            "database_url": SecretStr(pgbouncer.url.render_as_string(hide_password=False)),
-            "db_pgbouncer": True,
-            "db_pool_timeout": 10,
-        }
-    )
+    through = through_pgbouncer(settings, pgbouncer).model_copy(update={"db_pool_timeout": 10})
     async with serving(through) as (app, client):
         for names in COMBINATIONS:
             await run_mix(app, client, names, through.db_pool_size)
@@ -432,12 +409,7 @@ async def test_a_write_through_a_read_only_dependency_is_refused(
 async def test_a_write_through_a_read_only_dependency_is_refused_behind_pgbouncer(
     pgbouncer: PgBouncer, settings: Settings
 ) -> None:
-    through = settings.model_copy(
-        update={
-            "database_url": SecretStr(pgbouncer.url.render_as_string(hide_password=False)),
-            "db_pgbouncer": True,
-        }
-    )
+    through = through_pgbouncer(settings, pgbouncer)
     async with serving(through) as (app, client):
         async with app.state.database.engine.begin() as connection:
             await connection.execute(delete(Item))

@@ -283,7 +283,24 @@ class UnitOfWork:
         await self.finish(commit=kind is None, error=error)
 
 
-class ReadOnlyConnection:
+class _Reads:
+    """`scalar` and `scalars`, from the read-only view's `execute`."""
+
+    __slots__ = ()
+
+    async def execute(self, statement: Executable, parameters: Parameters = None) -> Result[Any]:
+        raise NotImplementedError
+
+    async def scalar(self, statement: Executable, parameters: Parameters = None) -> Any:
+        return (await self.execute(statement, parameters)).scalar()
+
+    async def scalars(
+        self, statement: Executable, parameters: Parameters = None
+    ) -> ScalarResult[Any]:
+        return (await self.execute(statement, parameters)).scalars()
+
+
+class ReadOnlyConnection(_Reads):
     """`ReadConnection`: the read API of `AsyncConnection`. A write raises `ReadOnlyError`.
 
     Results come back whole (the driver has fetched every row), their connection already pooled.
@@ -298,14 +315,6 @@ class ReadOnlyConnection:
     async def execute(self, statement: Executable, parameters: Parameters = None) -> Result[Any]:
         return await self._work.read(partial(self._execute, statement, parameters))
 
-    async def scalar(self, statement: Executable, parameters: Parameters = None) -> Any:
-        return (await self.execute(statement, parameters)).scalar()
-
-    async def scalars(
-        self, statement: Executable, parameters: Parameters = None
-    ) -> ScalarResult[Any]:
-        return (await self.execute(statement, parameters)).scalars()
-
     def _execute(
         self, statement: Executable, parameters: Parameters, connection: SyncConnection
     ) -> Result[Any]:
@@ -313,7 +322,7 @@ class ReadOnlyConnection:
             return connection.execute(statement, parameters)
 
 
-class ReadOnlySession:
+class ReadOnlySession(_Reads):
     """`ReadSession`: the read API of `AsyncSession` (`execute`, `scalar`, `scalars`, `get`).
 
     Objects it loads keep their loaded attributes (nothing expires) and are never written back:
@@ -334,14 +343,6 @@ class ReadOnlySession:
             return session.execute(statement, parameters, execution_options=PREBUFFER | options)
 
         return await self._run(execute, statement)
-
-    async def scalar(self, statement: Executable, parameters: Parameters = None) -> Any:
-        return (await self.execute(statement, parameters)).scalar()
-
-    async def scalars(
-        self, statement: Executable, parameters: Parameters = None
-    ) -> ScalarResult[Any]:
-        return (await self.execute(statement, parameters)).scalars()
 
     async def get(self, entity: type[T], ident: Any) -> T | None:
         return await self._run(lambda session: session.get(entity, ident))
