@@ -250,7 +250,7 @@ async def test_each_class_of_database_error_gets_its_honest_status(
     on_postgres, on_sqlite, expected = DATABASE_ERRORS[name]
     statement = on_postgres if settings.url.get_backend_name() == "postgresql" else on_sqlite
     if statement is None:
-        pytest.skip(f"{name} is a PostgreSQL condition (SQLite's lock is tested on its own)")
+        pytest.skip(f"needs PostgreSQL: {name} is a PostgreSQL condition (SQLite's own is below)")
 
     response = await client.post("/probe/sql", params={"statement": statement})
 
