@@ -51,6 +51,15 @@ PROJECT_DATABASE = "{{ cookiecutter.database }}"
 POSTGRES_EXAMPLE = "postgresql+asyncpg://app:secret@127.0.0.1:5432/app_test"
 
 
+def required_tool(found: str | None, reason: str, variable: str) -> str:
+    """The tool's path; without it, a skip with `reason`, or a failure when `variable`=1 (CI)."""
+    if found:
+        return found
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{reason}; {variable}=1 makes this a failure")
+    pytest.skip(reason)
+
+
 def postgres_required() -> bool:
     return os.environ.get("REQUIRE_POSTGRES") == "1"
 

@@ -13,6 +13,19 @@ import pytest
 from .conftest import PROJECT_ROOT, running_server, service_environment
 
 
+def start_service(**environment: str) -> subprocess.CompletedProcess[str]:
+    """`python -m {{ cookiecutter.package_name }}` that is expected to refuse to start."""
+    return subprocess.run(
+        [sys.executable, "-m", "{{ cookiecutter.package_name }}"],
+        env=service_environment(**environment),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -23,15 +36,7 @@ from .conftest import PROJECT_ROOT, running_server, service_environment
     ],
 )
 def test_bad_setting_stops_start_with_a_short_message(variable: str, value: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "{{ cookiecutter.package_name }}"],
-        env=service_environment(**{variable: value}),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = start_service(**{variable: value})
 
     assert result.returncode == 2
     assert variable in result.stderr
@@ -41,16 +46,8 @@ def test_bad_setting_stops_start_with_a_short_message(variable: str, value: str)
 
 def test_a_strict_budget_refuses_to_start_in_one_line(postgres_url: str) -> None:
     """DB_BUDGET_STRICT and pools larger than the server allows: one line, and no worker starts."""
-    result = subprocess.run(
-        [sys.executable, "-m", "{{ cookiecutter.package_name }}"],
-        env=service_environment(
-            DATABASE_URL=postgres_url, DB_POOL_SIZE="100000", DB_BUDGET_STRICT="true"
-        ),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = start_service(
+        DATABASE_URL=postgres_url, DB_POOL_SIZE="100000", DB_BUDGET_STRICT="true"
     )
 
     assert result.returncode == 2

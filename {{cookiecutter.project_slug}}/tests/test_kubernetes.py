@@ -16,6 +16,8 @@ import yaml
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
+from .conftest import required_tool
+
 PROJECT = Path(__file__).resolve().parents[1]
 DEPLOY = PROJECT / "deploy" / "kubernetes"
 NAME = "{{ cookiecutter.project_slug | replace('_', '-') }}"  # of the app's objects
@@ -41,13 +43,11 @@ Manifest = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def kubectl() -> str:
-    found = shutil.which("kubectl")
-    if found:
-        return found
-    reason = "Kubernetes tests need kubectl (with its built-in kustomize) on PATH"
-    if os.environ.get("REQUIRE_KUBECTL") == "1":
-        pytest.fail(f"{reason}; REQUIRE_KUBECTL=1 makes this a failure")
-    pytest.skip(reason)
+    return required_tool(
+        shutil.which("kubectl"),
+        "Kubernetes tests need kubectl (with its built-in kustomize) on PATH",
+        "REQUIRE_KUBECTL",
+    )
 
 
 def kustomize(kubectl: str, directory: Path) -> list[Manifest]:

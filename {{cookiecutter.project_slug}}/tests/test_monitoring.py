@@ -4,7 +4,6 @@ query of the rules and the dashboard names a metric the service exports."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -13,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from .conftest import required_tool
 
 PROJECT = Path(__file__).resolve().parents[1]
 MONITORING = PROJECT / "monitoring"
@@ -47,13 +48,11 @@ GRAFANA_LABEL_VALUES = re.compile(r"label_values\((\w+),\s*\w+\)")
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found:
-        return found
-    reason = "promtool tests need promtool on PATH (it comes with Prometheus; Debian: prometheus)"
-    if os.environ.get("REQUIRE_PROMTOOL") == "1":
-        pytest.fail(f"{reason}; REQUIRE_PROMTOOL=1 makes this a failure")
-    pytest.skip(reason)
+    return required_tool(
+        shutil.which("promtool"),
+        "promtool tests need promtool on PATH (it comes with Prometheus; Debian: prometheus)",
+        "REQUIRE_PROMTOOL",
+    )
 
 
 def load_yaml(name: str) -> Any:

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .conftest import free_port, running_server
+from .conftest import free_port, required_tool, running_server
 from .test_monitoring import MONITORING, dashboard_queries, metric_names
 
 EXPECTED_ALERTS = {"DatabasePoolSaturated", "RequestsShedWith503"}
@@ -31,13 +31,11 @@ WITHIN = 45  # seconds for both alerts to fire
 
 @pytest.fixture(scope="module")
 def prometheus_binary() -> str:
-    found = os.environ.get("PROMETHEUS") or shutil.which("prometheus")
-    if found:
-        return found
-    reason = "Prometheus tests need prometheus on PATH (Debian: apt-get install prometheus)"
-    if os.environ.get("REQUIRE_PROMETHEUS") == "1":
-        pytest.fail(f"{reason}; REQUIRE_PROMETHEUS=1 makes this a failure")
-    pytest.skip(reason)
+    return required_tool(
+        os.environ.get("PROMETHEUS") or shutil.which("prometheus"),
+        "Prometheus tests need prometheus on PATH (Debian: apt-get install prometheus)",
+        "REQUIRE_PROMETHEUS",
+    )
 
 
 @contextmanager
