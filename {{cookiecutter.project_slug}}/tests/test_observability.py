@@ -151,7 +151,7 @@ async def test_pool_warning_carries_the_route_and_request_id(
 def test_every_scrape_counts_every_workers_requests(migrated_database: str) -> None:
     """WEB_CONCURRENCY=2: N requests spread over both workers, then K scrapes, each answered by
     whichever worker accepts it, and every one reports all N."""
-    requests, scrapes = 40, 12
+    requests, scrapes = 40, 40
 
     def fresh_get(path: str) -> httpx.Response:
         # A new connection each time, so that either worker may accept it.
@@ -167,7 +167,10 @@ def test_every_scrape_counts_every_workers_requests(migrated_database: str) -> N
         while requests_counted(fresh_get("/metrics").text, "/items") < requests:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        counted = [requests_counted(fresh_get("/metrics").text, "/items") for _ in range(scrapes)]
+        # Several at once, as with the requests: one after another, one worker may take them all.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            scraped = pool.map(fresh_get, ["/metrics"] * scrapes)
+            counted = [requests_counted(response.text, "/items") for response in scraped]
     scraped_by = {
         line["pid"]
         for line in json_lines(server.output)
