@@ -160,6 +160,10 @@ def test_every_scrape_counts_every_workers_requests(migrated_database: str) -> N
     with running_server(
         DATABASE_URL=migrated_database, WEB_CONCURRENCY="2", LOG_FORMAT="json"
     ) as server:
+        # The server answers as soon as one worker is up: wait for the second one too.
+        deadline = time.monotonic() + 30
+        while len({fresh_get("/health/live").json()["pid"] for _ in range(8)}) < 2:
+            assert time.monotonic() < deadline, "the second worker did not start"
         with ThreadPoolExecutor(max_workers=8) as pool:
             statuses = [r.status_code for r in pool.map(fresh_get, ["/items"] * requests)]
         # A request is counted as its response is sent: wait for the last to be counted.
