@@ -99,29 +99,26 @@ def test_metric_names_are_read_from_promql() -> None:
     assert metric_names(expression) == {"a_seconds_bucket", "b_total"}
 
 
-def test_alert_rules_pass_promtool_check(promtool: str) -> None:
-    result = subprocess.run(
-        [promtool, "check", "rules", "alerts.yml"],
+def run_promtool(promtool: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool, *arguments],
         cwd=MONITORING,
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
     )
+
+
+def test_alert_rules_pass_promtool_check(promtool: str) -> None:
+    result = run_promtool(promtool, "check", "rules", "alerts.yml")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
 
 
 def test_alert_unit_tests_pass(promtool: str) -> None:
-    result = subprocess.run(
-        [promtool, "test", "rules", "alerts.test.yml"],
-        cwd=MONITORING,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_promtool(promtool, "test", "rules", "alerts.test.yml")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout

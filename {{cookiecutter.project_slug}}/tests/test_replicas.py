@@ -16,16 +16,14 @@ from uuid import uuid4
 
 import pytest
 from alembic import command
-from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
-from httpx import ASGITransport, AsyncClient, Response
+from httpx import AsyncClient, Response
 from pydantic import SecretStr
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.db import Connection, ReadConnection
 from {{ cookiecutter.package_name }}.db.replicas import Replica, ReplicaState
 from {{ cookiecutter.package_name }}.models import Item
@@ -33,6 +31,7 @@ from {{ cookiecutter.package_name }}.settings import Settings
 
 from .clusters import DATABASE, PASSWORD, ROLE, Pair, cluster_tools_problem
 from .conftest import alembic_config
+from .conftest import serving as serving_app
 
 REPLICA_EXAMPLE = "postgresql+asyncpg://app:secret@127.0.0.1:5433/app_test"
 READS_OF_ITEMS = text(
@@ -147,14 +146,23 @@ def both_hosts(pair: Pair) -> URL:
 
 @asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, AsyncClient]]:
-    app = create_app(settings)
-    app.include_router(probes)
-    transport = ASGITransport(app=app, raise_app_exceptions=False)
+    async with serving_app(settings, probes) as served:
+        yield served
+
+
+@asynccontextmanager
+async def serving_the_pair(
+    settings: Settings, pair: Pair
+) -> AsyncIterator[tuple[AsyncClient, Replica, AsyncEngine]]:
+    """The service on the pair's primary with its standby as a usable replica, and an engine on
+    the standby to watch it."""
     async with (
-        LifespanManager(app),
-        AsyncClient(transport=transport, base_url="http://test") as client,
+        serving(with_replicas(settings, pair.primary.url(), pair.standby.url())) as (app, client),
+        engine_for(pair.standby.url()) as standby,
     ):
-        yield app, client
+        replica = the_replica(app)
+        await until(lambda: replica.state is ReplicaState.USABLE)
+        yield client, replica, standby
 
 
 def the_replica(app: FastAPI) -> Replica:
@@ -234,12 +242,7 @@ async def test_reads_survive_the_replica_stopping_and_return_to_it(
     settings: Settings, pair: Pair
 ) -> None:
     name = settings.db_application_name
-    async with (
-        serving(with_replicas(settings, pair.primary.url(), pair.standby.url())) as (app, client),
-        engine_for(pair.standby.url()) as standby,
-    ):
-        replica = the_replica(app)
-        await until(lambda: replica.state is ReplicaState.USABLE)
+    async with serving_the_pair(settings, pair) as (client, replica, standby):
         answers: list[Response] = []
         done = asyncio.Event()
 
@@ -279,12 +282,7 @@ async def test_reads_move_to_the_primary_while_the_replica_lags(
     settings: Settings, pair: Pair
 ) -> None:
     name = settings.db_application_name
-    async with (
-        serving(with_replicas(settings, pair.primary.url(), pair.standby.url())) as (app, client),
-        engine_for(pair.standby.url()) as standby,
-    ):
-        replica = the_replica(app)
-        await until(lambda: replica.state is ReplicaState.USABLE)
+    async with serving_the_pair(settings, pair) as (client, replica, standby):
         await asyncio.to_thread(pair.standby.sql, "SELECT pg_wal_replay_pause()")
         try:
             created = await client.post("/items", json={"name": "while replay is paused"})
