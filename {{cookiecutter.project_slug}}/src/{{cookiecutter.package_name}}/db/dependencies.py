@@ -52,71 +52,73 @@ def route_of(request: Request) -> str:
     return f"{request.method} {route.path if route is not None else request.url.path}"
 
 
-def view_of_the_unit_of_work(
+def unit_of_work(request: Request) -> UnitOfWork:
+    """The request's unit of work, made by the first database dependency that asks for it and
+    ended by `CommitBeforeResponse` as the response starts (or when the request fails)."""
+    scope = request.scope
+    work: UnitOfWork | None = scope.get(UNIT_OF_WORK)
+    if work is None:
+        if UNIT_OF_WORK not in scope:
+            raise RuntimeError(
+                "database dependencies need CommitBeforeResponse: build the application with "
+                "create_app(), or add install_unit_of_work(app)"
+            )
+        work = UnitOfWork(get_database(request), route_of(request), replicas=get_replicas(request))
+        scope[UNIT_OF_WORK] = work
+    return work
+
+
+async def read_connection(request: Request) -> ReadOnlyConnection:
+    work = unit_of_work(request)
+    await work.enter(reading=True)  # a full pool answers 503 before the handler starts
+    return work.read_connection()
+
+
+async def read_session(request: Request) -> ReadOnlySession:
+    work = unit_of_work(request)
+    await work.enter(reading=True)
+    return work.read_session()
+
+
+def writing_view(
     view: Callable[[UnitOfWork], Awaitable[T]],
 ) -> Callable[[Request], AsyncIterator[T]]:
-    """A dependency lending `view` of the request's unit of work, made on the first such request.
+    """A dependency lending `view` of the request's unit of work, for a handler that writes.
 
-    The dependency that made the unit ends it, after the handler (FastAPI ends dependencies last
-    made first): a unit that only read gives its place back at once; a unit that writes is flushed,
-    so that a failing write fails the request through the error handlers, and then committed or
-    rolled back by `CommitBeforeResponse` once the response's status is known.
+    After the handler it flushes the ORM session, so that a failing write fails the request
+    through the error handlers; when the handler fails, it rolls the transaction back at once. The
+    read-only views need no such step: `CommitBeforeResponse` gives their place back.
     """
 
     async def dependency(request: Request) -> AsyncIterator[T]:
-        scope = request.scope
-        work: UnitOfWork | None = scope.get(UNIT_OF_WORK)
-        made_here = work is None
-        if work is None:
-            if UNIT_OF_WORK not in scope:
-                raise RuntimeError(
-                    "database dependencies need CommitBeforeResponse: build the application with "
-                    "create_app(), or add install_unit_of_work(app)"
-                )
-            work = UnitOfWork(
-                get_database(request), route_of(request), replicas=get_replicas(request)
-            )
-            scope[UNIT_OF_WORK] = work
+        work = unit_of_work(request)
         try:
             yield await view(work)
-            if made_here:
-                await (work.flush() if work.writes else work.finish(commit=False))
+            await work.flush()
         except BaseException as error:
-            if made_here:
-                await work.finish(commit=False, error=error)
+            await work.finish(commit=False, error=error)
             raise
 
     return dependency
 
 
-async def _read_connection(work: UnitOfWork) -> ReadOnlyConnection:
-    await work.enter(reading=True)  # a full pool answers 503 before the handler starts
-    return work.read_connection()
-
-
-async def _read_session(work: UnitOfWork) -> ReadOnlySession:
-    await work.enter(reading=True)
-    return work.read_session()
-
-
-# One dependency each (rather than each on a shared one) saves FastAPI a step per request.
-connection = view_of_the_unit_of_work(UnitOfWork.connection)
-read_connection = view_of_the_unit_of_work(_read_connection)
-session = view_of_the_unit_of_work(UnitOfWork.session)
-read_session = view_of_the_unit_of_work(_read_session)
+connection = writing_view(UnitOfWork.connection)
+session = writing_view(UnitOfWork.session)
 
 Connection = Annotated[AsyncConnection, Depends(connection, scope="function")]
-ReadConnection = Annotated[ReadOnlyConnection, Depends(read_connection, scope="function")]
+ReadConnection = Annotated[ReadOnlyConnection, Depends(read_connection)]
 Session = Annotated[AsyncSession, Depends(session, scope="function")]
-ReadSession = Annotated[ReadOnlySession, Depends(read_session, scope="function")]
+ReadSession = Annotated[ReadOnlySession, Depends(read_session)]
 
 
 class CommitBeforeResponse:
-    """Commits a request's unit of work when its response is a success, before it is sent.
+    """Ends a request's unit of work as its response starts, before it is sent: commits when the
+    response is a success, rolls back otherwise, and gives the place in the queue back.
 
-    The dependency's clean-up runs before FastAPI sends the response, but it cannot see the
-    response: a handler may *return* a 4xx. This sees the status as the response starts. A commit
-    that fails becomes the error's own response (409, 503, ...) instead of the success.
+    A dependency's clean-up cannot see the response: a handler may *return* a 4xx. This sees the
+    status as the response starts. A commit that fails becomes the error's own response (409,
+    503, ...) instead of the success. A request that fails before any response ends its unit here
+    too, on the way out.
     """
 
     def __init__(self, app: ASGIApp) -> None:
