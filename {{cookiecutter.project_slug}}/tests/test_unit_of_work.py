@@ -12,7 +12,8 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI, Response
+from fastapi.exceptions import DependencyScopeError
 from fastapi.responses import JSONResponse, RedirectResponse
 from httpx import AsyncClient
 from pydantic import SecretStr
@@ -309,6 +310,24 @@ async def test_a_unit_of_work_refuses_use_after_it_ended(running_app: FastAPI) -
         await reads.execute(select(Item.id))
     with pytest.raises(RuntimeError, match="has ended"):
         await work.session()
+
+
+@pytest.mark.parametrize("view_name", VIEWS)
+def test_a_dependency_that_outlives_the_handler_cannot_take_a_view(view_name: str) -> None:
+    """A request-scoped generator dependency runs its clean-up after the response, when the
+    unit of work has ended: FastAPI refuses the route as it is declared, not at run time."""
+
+    async def audited(view: Any) -> AsyncIterator[None]:
+        yield
+        await view.execute(select(1))
+
+    audited.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("view", inspect.Parameter.KEYWORD_ONLY, annotation=VIEWS[view_name])]
+    )
+    router = APIRouter()
+
+    with pytest.raises(DependencyScopeError, match="scope"):
+        router.get("/audited", dependencies=[Depends(audited)])(lambda: None)
 
 
 async def test_core_reads_in_a_writing_request_see_its_writes(client: AsyncClient) -> None:

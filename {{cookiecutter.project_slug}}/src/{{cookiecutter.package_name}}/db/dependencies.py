@@ -106,9 +106,9 @@ connection = writing_view(UnitOfWork.connection)
 session = writing_view(UnitOfWork.session)
 
 Connection = Annotated[AsyncConnection, Depends(connection, scope="function")]
-ReadConnection = Annotated[ReadOnlyConnection, Depends(read_connection)]
+ReadConnection = Annotated[ReadOnlyConnection, Depends(read_connection, scope="function")]
 Session = Annotated[AsyncSession, Depends(session, scope="function")]
-ReadSession = Annotated[ReadOnlySession, Depends(read_session)]
+ReadSession = Annotated[ReadOnlySession, Depends(read_session, scope="function")]
 
 
 class CommitBeforeResponse:
