@@ -1,4 +1,4 @@
-"""Template test set-up: the answer-list guard, one venv for every bake, PostgreSQL."""
+"""Template test set-up: the answer-list guard, the bakes' venvs, PostgreSQL, the baked suites."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
+
+if TYPE_CHECKING:
+    from generated_suites import GeneratedSuites
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_ANSWERS: dict[str, Any] = json.loads((ROOT / "cookiecutter.json").read_text())
@@ -117,6 +121,9 @@ class BakeEnvironment:
 
 
 class BakeEnvironments:
+    """One environment per Python version for the template tests, which use them one at a time;
+    a generated suite, which runs beside them, gets one of its own (tests/generated_suites.py)."""
+
     def __init__(self) -> None:
         self._by_version: dict[str, BakeEnvironment] = {}
 
@@ -164,6 +171,35 @@ def require_wrk() -> str:
     skip_unless_required(
         "the benchmark test needs wrk (apt-get install wrk; .ci/run installs it)", "REQUIRE_WRK"
     )
+
+
+SUITE_TEST = "test_generated_test_suite_passes"
+
+
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by their session fixtures
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that wait for the baked suites go last, so the others run while the suites do."""
+    items.sort(key=lambda item: getattr(item, "originalname", None) == SUITE_TEST)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def generated_suites(
+    request: pytest.FixtureRequest, cookies_session: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GeneratedSuites]:
+    """Starts the selected baked suites as the session starts; they run beside the other tests."""
+    from generated_suites import GeneratedSuites, jobs  # here: it imports this module
+
+    selected = [
+        item.callspec.params["baked"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == SUITE_TEST
+    ]
+    workdir = tmp_path_factory.mktemp("suites")
+    suites = GeneratedSuites(cookies_session, workdir, jobs(len(selected)))
+    for answers in selected:
+        suites.start(answers)
+    yield suites
+    suites.close()
 
 
 @pytest.fixture(scope="session")

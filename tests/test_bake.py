@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,12 +20,12 @@ from conftest import (
     TEMPLATE_ANSWERS,
     BakeEnvironments,
     check_answer_names,
-    find_pgbouncer,
     project_files,
     run,
     variant_id,
 )
 from cookiecutter.exceptions import FailedHookException
+from generated_suites import SUITE_TIMEOUT, GeneratedSuites
 
 # Each value of each answer at least once; the names are checked against cookiecutter.json.
 SUPPORTED: list[dict[str, str]] = [
@@ -110,9 +109,9 @@ def answer(result: Any, name: str) -> str:
 
 
 @pytest.fixture(scope="session", params=SUPPORTED, ids=variant_id)
-def baked(request: pytest.FixtureRequest, cookies_session: Any) -> Any:
-    check_answer_names(request.param)
-    return cookies_session.bake(extra_context=request.param)
+def baked(request: pytest.FixtureRequest, generated_suites: GeneratedSuites) -> Any:
+    """The bake whose suite runs in the background (generated_suites.py) is the one checked here."""
+    return generated_suites.bake(request.param)
 
 
 def test_answer_lists_name_only_real_answers() -> None:
@@ -464,35 +463,21 @@ def test_recorded_answers_bake_the_same_project_again(baked: Any, tmp_path: Path
 
 
 def test_generated_test_suite_passes(
-    baked: Any, bake_environments: BakeEnvironments, request: pytest.FixtureRequest
+    baked: Any, generated_suites: GeneratedSuites, request: pytest.FixtureRequest
 ) -> None:
-    environment_of_bake = bake_environments.for_version(answer(baked, "python_version"))
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"TEST_DATABASE_URL", "REQUIRE_POSTGRES", "DATABASE_URL"}
-    }
-    if answer(baked, "database") == "postgresql":
-        environment["TEST_DATABASE_URL"] = request.getfixturevalue("require_postgres")
-        # REQUIRE_POSTGRES=1 also makes a missing PgBouncer fail the bake's suite.
-        if find_pgbouncer() or os.environ.get("REQUIRE_POSTGRES") == "1":
-            environment["REQUIRE_POSTGRES"] = "1"
-    environment_of_bake.install(baked.project_path)
+    """The suite ran beside the other tests since the session started (generated_suites.py): on
+    PostgreSQL bakes against the real server, in a database of its own."""
+    result = generated_suites.outcome(request.node.callspec.params["baked"])
 
-    result = run(
-        [str(environment_of_bake.python), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=baked.project_path,
-        env=environment,
-        timeout=900,
+    SUITE_SUMMARIES[request.node.callspec.id] = f"{result.summary} ({result.seconds:.0f} s)"
+    assert result.returncode is not None, (
+        f"the suite was stopped after {SUITE_TIMEOUT} s: " + result.stdout[-5000:]
     )
-
-    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "no output"
-    SUITE_SUMMARIES[request.node.callspec.id] = summary
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert " passed" in summary
+    assert " passed" in result.summary
     skip_reasons = SKIP_REASON.findall(result.stdout)
     allowed = ALLOWED_SKIPS[answer(baked, "database")]
-    assert ("skipped" in summary) == bool(skip_reasons), result.stdout[-3000:]
+    assert ("skipped" in result.summary) == bool(skip_reasons), result.stdout[-3000:]
     assert all(reason.startswith(allowed) for reason in skip_reasons), skip_reasons
 
 
