@@ -32,6 +32,7 @@ from conftest import (
     check_answer_names,
     find_pgbouncer,
     find_python,
+    run,
     skip_unless_required,
     variant_id,
 )
@@ -100,15 +101,20 @@ class GeneratedSuites:
             return  # test_bakes_without_error reports a failed bake
         version = str(baked.context["python_version"])
         interpreter = find_python(version)
-        database_url = os.environ.get("TEST_DATABASE_URL")
+        postgresql = baked.context["database"] == "postgresql"
         if interpreter is None:
             reason = f"no Python {version} interpreter found to test a bake that requires it"
             self._not_run[key] = (reason, "REQUIRE_PYTHONS")
-        elif baked.context["database"] == "postgresql" and not database_url:
+        elif postgresql and not os.environ.get("TEST_DATABASE_URL"):
             reason = "PostgreSQL bakes need TEST_DATABASE_URL (scripts/test sets it up)"
             self._not_run[key] = (reason, "REQUIRE_POSTGRES")
         else:
-            self._runs[key] = self._executor.submit(self._run, key, baked, interpreter)
+            # Read here, in the main thread: a test may be changing os.environ when a thread runs.
+            name = hashlib.sha1(key.encode()).hexdigest()[:10]
+            server = os.environ["TEST_DATABASE_URL"] if postgresql else None
+            variables = suite_variables(server, name)
+            job = self._executor.submit(self._run, baked, interpreter, name, variables, server)
+            self._runs[key] = job
 
     def outcome(self, answers: dict[str, str]) -> SuiteRun:
         key = variant_id(answers)
@@ -125,43 +131,55 @@ class GeneratedSuites:
             stop(process)
         self._executor.shutdown(wait=True)
 
-    def _run(self, key: str, baked: Any, interpreter: str) -> SuiteRun:
-        digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-        project = self._workdir / digest / baked.project_path.name
+    def _run(
+        self,
+        baked: Any,
+        interpreter: str,
+        name: str,
+        variables: dict[str, str],
+        server: str | None,
+    ) -> SuiteRun:
+        project = self._workdir / name / baked.project_path.name
         shutil.copytree(baked.project_path, project, symlinks=True)
-        environment = BakeEnvironment(BAKE_VENVS / f"suite-{digest}", interpreter)
+        environment = BakeEnvironment(BAKE_VENVS / f"suite-{name}", interpreter)
         environment.create()
         environment.install(project)
-        variables = {
-            name: value
-            for name, value in os.environ.items()
-            if name not in {"TEST_DATABASE_URL", "REQUIRE_POSTGRES", "DATABASE_URL"}
-        }
-        database = None
-        if baked.context["database"] == "postgresql":
-            server = os.environ["TEST_DATABASE_URL"]
-            database = f"{urlsplit(server).path.lstrip('/')}_{digest}"
-            self._database(environment, server, database, "create")
-            variables["TEST_DATABASE_URL"] = with_database(server, database)
-            if replica := os.environ.get("TEST_REPLICA_URL"):
-                variables["TEST_REPLICA_URL"] = with_database(replica, database)
-            # REQUIRE_POSTGRES=1 also makes a missing PgBouncer fail the bake's suite.
-            if find_pgbouncer() or os.environ.get("REQUIRE_POSTGRES") == "1":
-                variables["REQUIRE_POSTGRES"] = "1"
+        if server:
+            self._database(environment.python, server, variables, "create")
         try:
             return run_pytest(
                 environment.python, project, variables, SUITE_TIMEOUT, self._processes
             )
         finally:
-            if database:
-                self._database(environment, os.environ["TEST_DATABASE_URL"], database, "drop")
+            if server:
+                self._database(environment.python, server, variables, "drop")
 
-    def _database(self, environment: BakeEnvironment, server: str, name: str, action: str) -> None:
-        plain = server.replace("postgresql+asyncpg://", "postgresql://", 1)
-        result = environment.run(
-            str(environment.python), "-c", DATABASE_SCRIPT, plain, name, action, timeout=120
-        )
+    def _database(self, python: Path, server: str, variables: dict[str, str], action: str) -> None:
+        """Creates (or drops) the suite's database, connected to the one it is named after."""
+        name = urlsplit(variables["TEST_DATABASE_URL"]).path.lstrip("/")
+        plain = urlsplit(server)._replace(scheme="postgresql").geturl()
+        command = [str(python), "-c", DATABASE_SCRIPT, plain, name, action]
+        result = run(command, env=variables, cwd=self._workdir, timeout=120)
         assert result.returncode == 0, f"{action} database {name}: {result.stderr[-2000:]}"
+
+
+def suite_variables(server: str | None, name: str) -> dict[str, str]:
+    """The suite's environment: for a PostgreSQL bake (`server`, TEST_DATABASE_URL),
+    TEST_DATABASE_URL and TEST_REPLICA_URL name a database of its own, `<database>_<name>`."""
+    variables = {
+        variable: value
+        for variable, value in os.environ.items()
+        if variable not in {"TEST_DATABASE_URL", "REQUIRE_POSTGRES", "DATABASE_URL"}
+    }
+    if server:
+        database = f"{urlsplit(server).path.lstrip('/')}_{name}"
+        variables["TEST_DATABASE_URL"] = with_database(server, database)
+        if replica := os.environ.get("TEST_REPLICA_URL"):
+            variables["TEST_REPLICA_URL"] = with_database(replica, database)
+        # REQUIRE_POSTGRES=1 also makes a missing PgBouncer fail the bake's suite.
+        if find_pgbouncer() or os.environ.get("REQUIRE_POSTGRES") == "1":
+            variables["REQUIRE_POSTGRES"] = "1"
+    return variables
 
 
 def run_pytest(
