@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from uuid import uuid4
 
 import pytest
@@ -93,26 +93,29 @@ def pair_tools(database_url: str) -> None:
         skip_unless_required(f"needs a streaming replica of its own: {problem}")
 
 
-@pytest.fixture(scope="module")
-def pair(database_url: str) -> Iterator[Pair]:
-    """A primary and its standby for this module's tests, which leave them streaming."""
+@contextmanager
+def streaming_pair(database_url: str) -> Iterator[Pair]:
+    """A primary and its standby, dropped afterwards."""
     pair_tools(database_url)
     built = build_pair()
     try:
         yield built
     finally:
         built.drop()
+
+
+@pytest.fixture(scope="module")
+def pair(database_url: str) -> Iterator[Pair]:
+    """For this module's tests, which leave the pair streaming."""
+    with streaming_pair(database_url) as built:
+        yield built
 
 
 @pytest.fixture
 def doomed_pair(database_url: str) -> Iterator[Pair]:
-    """A primary and its standby for one test that fails the primary over."""
-    pair_tools(database_url)
-    built = build_pair()
-    try:
+    """For one test that fails the primary over."""
+    with streaming_pair(database_url) as built:
         yield built
-    finally:
-        built.drop()
 
 
 def with_replicas(settings: Settings, primary: URL | str, *replicas: URL | str) -> Settings:
