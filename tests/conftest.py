@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_ANSWERS: dict[str, Any] = json.loads((ROOT / "cookiecutter.json").read_text())
 LOCK_DEV = "requirements-dev.lock"
+# Why a bake's test cannot run here (a skip, or a failure under REQUIRE_PYTHONS / REQUIRE_POSTGRES).
+PYTHON_MISSING = "no Python {version} interpreter found to test a bake that requires it"
+POSTGRES_MISSING = "PostgreSQL bakes need TEST_DATABASE_URL (scripts/test sets it up)"
 BAKE_VENVS = Path(os.environ.get("BAKE_VENVS", ROOT / ".cache" / "bake-venvs"))
 
 
@@ -132,7 +135,7 @@ class BakeEnvironments:
             interpreter = find_python(version)
             if interpreter is None:
                 skip_unless_required(
-                    f"no Python {version} interpreter found to test a bake that requires it",
+                    PYTHON_MISSING.format(version=version),
                     "REQUIRE_PYTHONS",
                 )
             environment = BakeEnvironment(BAKE_VENVS / version, interpreter)
@@ -158,9 +161,7 @@ def require_postgres() -> str:
     url = postgres_url()
     if url:
         return url
-    skip_unless_required(
-        "PostgreSQL bakes need TEST_DATABASE_URL (scripts/test sets it up)", "REQUIRE_POSTGRES"
-    )
+    skip_unless_required(POSTGRES_MISSING, "REQUIRE_POSTGRES")
 
 
 @pytest.fixture(scope="session")

@@ -28,10 +28,13 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import (
     BAKE_VENVS,
+    POSTGRES_MISSING,
+    PYTHON_MISSING,
     BakeEnvironment,
     check_answer_names,
     find_pgbouncer,
     find_python,
+    postgres_url,
     run,
     skip_unless_required,
     variant_id,
@@ -103,15 +106,13 @@ class GeneratedSuites:
         interpreter = find_python(version)
         postgresql = baked.context["database"] == "postgresql"
         if interpreter is None:
-            reason = f"no Python {version} interpreter found to test a bake that requires it"
-            self._not_run[key] = (reason, "REQUIRE_PYTHONS")
-        elif postgresql and not os.environ.get("TEST_DATABASE_URL"):
-            reason = "PostgreSQL bakes need TEST_DATABASE_URL (scripts/test sets it up)"
-            self._not_run[key] = (reason, "REQUIRE_POSTGRES")
+            self._not_run[key] = (PYTHON_MISSING.format(version=version), "REQUIRE_PYTHONS")
+        elif postgresql and not postgres_url():
+            self._not_run[key] = (POSTGRES_MISSING, "REQUIRE_POSTGRES")
         else:
             # Read here, in the main thread: a test may be changing os.environ when a thread runs.
             name = hashlib.sha1(key.encode()).hexdigest()[:10]
-            server = os.environ["TEST_DATABASE_URL"] if postgresql else None
+            server = postgres_url() if postgresql else None
             variables = suite_variables(server, name)
             job = self._executor.submit(self._run, baked, interpreter, name, variables, server)
             self._runs[key] = job
