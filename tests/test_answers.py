@@ -8,6 +8,7 @@ are run by tests/test_bake.py for the few SUPPORTED answers only: this test is a
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from collections import Counter
 from pathlib import Path
@@ -25,7 +26,9 @@ from hypothesis import strategies as st
 # like a NUL in NAMES_OF_THE_DIRECTORY.
 JINJA_DELIMITERS = ("{{", "{%", "{#")
 # cookiecutter makes the project's directory, named by the slug, before the pre-generation hook
-# runs: os.mkdir refuses a NUL with a ValueError that no hook can turn into a message.
+# runs: os.mkdir refuses a NUL (ValueError) and a lone surrogate the file system cannot encode
+# (UnicodeEncodeError, '\ud800'; a command line's undecodable bytes, '\udcff', do encode), and no
+# hook can turn those into a message.
 NAMES_OF_THE_DIRECTORY = ("project_name", "project_slug")
 EXAMPLES = 300
 CHOICES = {name for name, value in TEMPLATE_ANSWERS.items() if isinstance(value, list)}
@@ -59,10 +62,18 @@ ANSWER_AND_VALUE = st.sampled_from(sorted(SHAPED)).flatmap(
     lambda answer: st.tuples(
         st.just(answer),
         st.one_of(SHAPED[answer], ANY_TEXT).filter(
-            lambda value: answer not in NAMES_OF_THE_DIRECTORY or "\x00" not in value
+            lambda value: answer not in NAMES_OF_THE_DIRECTORY or can_name_a_directory(value)
         ),
     )
 )
+
+
+def can_name_a_directory(value: str) -> bool:
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
 
 
 def test_every_answer_is_fed_arbitrary_strings() -> None:
@@ -127,6 +138,8 @@ def test_any_answer_is_refused_in_one_line_or_bakes_a_project_that_parses(
     @example(("description", "```"))
     @example(("project_name", "Café \u202eecivreS"))
     @example(("author_email", "Jane <jane@example.com>"))
+    @example(("project_name", "\udcff"))  # an undecodable byte on the command line
+    @example(("description", "\ud800"))
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
