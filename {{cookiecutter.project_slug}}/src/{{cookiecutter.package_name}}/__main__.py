@@ -36,6 +36,8 @@ def main() -> int:
             port=settings.port,
             log_level=settings.log_level,
             log_config=log_config(settings),
+            # Above INFO no access line is written: uvicorn then does not format one per request.
+            access_log=settings.log_level in {"debug", "info"},
             workers=settings.web_concurrency,
         )
     return 0

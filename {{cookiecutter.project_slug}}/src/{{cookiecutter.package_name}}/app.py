@@ -58,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title={{ cookiecutter.project_name | python_string }},
         summary={{ cookiecutter.description | python_string }},
         lifespan=lifespan,
+        # This service's telemetry is its own (api/observability.py, tracing.py): FastAPI's
+        # built-in telemetry would only look for OpenTelemetry providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.drain = drain
     app.state.metrics_registry = registry
