@@ -86,6 +86,40 @@ def test_benchmark_prints_the_table_and_writes_csv_and_chart(
     assert png_size(tmp_path / "pool-sweep.png") == (1100, 450)
 
 
+def test_open_loop_runs_every_round_and_shows_the_median_round(
+    project: Path, environment: BakeEnvironment, tmp_path: Path, require_wrk: str
+) -> None:
+    result = run_bench(
+        project,
+        environment,
+        tmp_path,
+        "--open-loop",
+        "0.5x",
+        "--rounds",
+        "2",
+        path=os.environ["PATH"],
+    )
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for number in (1, 2):
+        assert f"round {number}/2 capacity (closed loop, 50 connections): " in result.stdout
+        assert f"round {number}/2 offered " in result.stdout
+    assert "open loop, 1 s per rate, the median of 2 rounds" in result.stdout
+    table = result.stdout[result.stdout.index("offered/s ") :].splitlines()
+    assert table[0].split()[:4] == ["offered/s", "goodput/s", "of", "cap"]
+    assert table[2].startswith("capacity (closed loop, requests/s), in the rounds shown: ")
+    with (tmp_path / "open-loop.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["round"], row["status"]) for row in rows] == [
+        (str(number), status)
+        for number in (1, 2)
+        for status in ("2xx", "503", "other", "unanswered")
+    ]
+    assert all(float(row["capacity_per_second"]) > 0 for row in rows)
+    served = [row for row in rows if row["status"] == "2xx"]
+    assert all(int(row["count"]) > 0 for row in served)
+
+
 def test_benchmark_without_wrk_says_so_and_uses_the_python_load_generator(
     project: Path, environment: BakeEnvironment, tmp_path: Path
 ) -> None:

@@ -19,7 +19,13 @@ from {{ cookiecutter.package_name }}.settings import Settings, describe_validati
 try:
     from .load import WRK_MISSING, LoadResult, run_python, run_wrk, wrk_path
     from .overload import CSV_NAME as OPEN_LOOP_CSV
-    from .overload import measure_open_loop, open_loop_table, rates, write_open_loop_csv
+    from .overload import (
+        measure_open_loop,
+        median_point,
+        open_loop_table,
+        rates,
+        write_open_loop_csv,
+    )
     from .report import Measurement, table, write_chart, write_csv
     from .seed import ensure_rows, migrate
     from .server import running_service
@@ -128,7 +134,7 @@ def median_run(runs: Sequence[Measurement]) -> Measurement:
 
 
 def open_loop(arguments: argparse.Namespace, load: Load) -> int:
-    capacity, results = measure_open_loop(
+    points = measure_open_loop(
         arguments.open_loop,
         path=arguments.path,
         seconds=arguments.duration,
@@ -136,11 +142,15 @@ def open_loop(arguments: argparse.Namespace, load: Load) -> int:
         connections=arguments.connections,
         load=load,
         progress=lambda line: print(line, flush=True),
+        rounds=arguments.rounds,
     )
     arguments.out.mkdir(parents=True, exist_ok=True)
-    write_open_loop_csv(results, arguments.out / OPEN_LOOP_CSV)
-    print()
-    print(open_loop_table(results, capacity))
+    write_open_loop_csv([point for rate in points for point in rate], arguments.out / OPEN_LOOP_CSV)
+    rounds = ""
+    if arguments.rounds > 1:
+        rounds = f", the median of {arguments.rounds} rounds (each row one round, whole)"
+    print(f"\nopen loop, {arguments.duration} s per rate{rounds}:")
+    print(open_loop_table([median_point(rate) for rate in points]))
     print(f"\nwrote {arguments.out / OPEN_LOOP_CSV}")
     return 0
 

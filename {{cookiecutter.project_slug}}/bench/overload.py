@@ -1,6 +1,7 @@
 """`python -m bench --open-loop 0.5x,1.5x,3x`: the service's closed-loop capacity, then open-loop
 load at multiples of it (or at absolute rates), each against a fresh service; print a table per
-status class and write a CSV.
+status class and write a CSV. With `--rounds N` that is repeated N times and the table shows, per
+rate, the round with the median goodput: on a shared machine one run can be far off.
 
 On a machine with two cores or more the service is pinned to one core and the load generator to
 the others, so that the generator never takes CPU from the worker it measures.
@@ -96,6 +97,20 @@ def allow_many_connections() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
+@dataclass(frozen=True, slots=True)
+class OpenLoopPoint:
+    """One open-loop run, with the closed-loop capacity measured in the same round."""
+
+    round: int
+    capacity: float | None
+    result: OpenLoopResult
+
+    @property
+    def share(self) -> float | None:
+        """Goodput as a share of the capacity."""
+        return self.result.goodput / self.capacity if self.capacity else None
+
+
 def measure_open_loop(  # noqa: PLR0913 (the benchmark's options, passed on by name)
     offered: Sequence[Rate],
     *,
@@ -105,34 +120,49 @@ def measure_open_loop(  # noqa: PLR0913 (the benchmark's options, passed on by n
     connections: int,
     load: Load,
     progress: Callable[[str], None],
+    rounds: int = 1,
     settings: dict[str, str] | None = None,
-) -> tuple[float | None, list[OpenLoopResult]]:
-    """The closed-loop capacity (if a rate is relative), then one open-loop run per rate."""
+) -> list[list[OpenLoopPoint]]:
+    """Per rate, one point per round. A round measures the closed-loop capacity (if a rate is
+    relative), then runs each rate once: drift on a busy machine spreads over every rate."""
     settings = settings or {}
     cores = split_cores()
     allow_many_connections()
-    capacity = None
-    if any(rate.relative for rate in offered):
-        # Capacity is what the worker serves when nothing is refused.
-        unshed = {**settings, "REQUESTS_PER_CONNECTION": str(connections)}
-        with pinned_service(unshed, cores) as base_url:
-            if warmup:
-                load(base_url + path, connections, warmup)
-            capacity = load(base_url + path, connections, seconds).rps
-        progress(f"capacity (closed loop, {connections} connections): {capacity:.0f} requests/s")
-    results = []
-    for rate in offered:
-        with pinned_service(settings, cores) as base_url:
-            if warmup:
-                load(base_url + path, connections, warmup)
-            result = run_open_loop(base_url + path, rate.per_second(capacity), seconds)
-        results.append(result)
-        progress(summary(result, capacity))
-    return capacity, results
+    points: list[list[OpenLoopPoint]] = [[] for _ in offered]
+    for number in range(1, rounds + 1):
+        capacity = None
+        if any(rate.relative for rate in offered):
+            # Capacity is what the worker serves when nothing is refused.
+            unshed = {**settings, "REQUESTS_PER_CONNECTION": str(connections)}
+            with pinned_service(unshed, cores) as base_url:
+                if warmup:
+                    load(base_url + path, connections, warmup)
+                capacity = load(base_url + path, connections, seconds).rps
+            progress(
+                f"round {number}/{rounds} capacity (closed loop, {connections} connections): "
+                f"{capacity:.0f} requests/s"
+            )
+        for index, rate in enumerate(offered):
+            with pinned_service(settings, cores) as base_url:
+                if warmup:
+                    load(base_url + path, connections, warmup)
+                result = run_open_loop(base_url + path, rate.per_second(capacity), seconds)
+            point = OpenLoopPoint(number, capacity, result)
+            points[index].append(point)
+            progress(f"round {number}/{rounds} {summary(point)}")
+    return points
 
 
-def summary(result: OpenLoopResult, capacity: float | None) -> str:
-    share = f" ({result.goodput / capacity:.0%} of capacity)" if capacity else ""
+def median_point(points: Sequence[OpenLoopPoint]) -> OpenLoopPoint:
+    """The round with the median goodput (as a share of its round's capacity, if measured),
+    whole, so that its latencies belong to its goodput."""
+    ordered = sorted(points, key=lambda point: point.share or point.result.goodput)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def summary(point: OpenLoopPoint) -> str:
+    result = point.result
+    share = f" ({point.share:.0%} of capacity)" if point.share is not None else ""
     served = result.statuses["2xx"]
     return (
         f"offered {result.rate:6.0f}/s: goodput {result.goodput:6.0f}/s{share}, 2xx p99 "
@@ -142,14 +172,15 @@ def summary(result: OpenLoopResult, capacity: float | None) -> str:
     )
 
 
-def open_loop_table(results: Sequence[OpenLoopResult], capacity: float | None) -> str:
+def open_loop_table(points: Sequence[OpenLoopPoint]) -> str:
     """One row per offered rate: goodput, then count, p50 and p99 per status class."""
     columns = ["offered/s", "goodput/s", "of cap"]
     for name in STATUS_CLASSES:
         columns += [name, "p50 ms", "p99 ms"]
     rows = [columns]
-    for result in results:
-        share = f"{result.goodput / capacity:.0%}" if capacity else "-"
+    for point in points:
+        result = point.result
+        share = f"{point.share:.0%}" if point.share is not None else "-"
         row = [f"{result.rate:.0f}", f"{result.goodput:.0f}", share]
         for name in STATUS_CLASSES:
             figures = result.statuses[name]
@@ -160,17 +191,31 @@ def open_loop_table(results: Sequence[OpenLoopResult], capacity: float | None) -
         "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
         for row in rows
     ]
-    if capacity:
-        lines.append(f"capacity: {capacity:.0f} requests/s (closed loop)")
+    capacities = sorted({point.capacity for point in points if point.capacity})
+    if capacities:
+        measured = ", ".join(f"{capacity:.0f}" for capacity in capacities)
+        lines.append(f"capacity (closed loop, requests/s), in the rounds shown: {measured}")
     return "\n".join(lines)
 
 
-def write_open_loop_csv(results: Sequence[OpenLoopResult], path: Path) -> None:
+def write_open_loop_csv(points: Sequence[OpenLoopPoint], path: Path) -> None:
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["offered_per_second", "seconds", "status", "count", "p50_ms", "p99_ms"])
-        for result in results:
+        writer.writerow(
+            [
+                "round",
+                "capacity_per_second",
+                "offered_per_second",
+                "seconds",
+                "status",
+                "count",
+                "p50_ms",
+                "p99_ms",
+            ]
+        )
+        for point in points:
+            result = point.result
             for name in STATUS_CLASSES:
                 figures = result.statuses[name]
-                row = [result.rate, result.seconds, name, figures.count]
-                writer.writerow([*row, figures.p50_ms, figures.p99_ms])
+                row = [point.round, point.capacity or "", result.rate, result.seconds, name]
+                writer.writerow([*row, figures.count, figures.p50_ms, figures.p99_ms])

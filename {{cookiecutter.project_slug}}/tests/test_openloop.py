@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.openloop import STATUS_CLASSES, run_open_loop
-from bench.overload import Rate, open_loop_table, rates
+from bench.openloop import STATUS_CLASSES, OpenLoopResult, StatusFigures, run_open_loop
+from bench.overload import OpenLoopPoint, Rate, median_point, open_loop_table, rates
 
 from .conftest import running_server
 
@@ -83,9 +83,32 @@ def test_reports_the_real_service(migrated_database: str) -> None:
     assert result.goodput == 100
     assert result.unanswered == 0
     assert 0 < result.statuses["2xx"].p50_ms <= result.statuses["2xx"].p99_ms
-    table = open_loop_table([result], capacity=200).splitlines()
+    table = open_loop_table([OpenLoopPoint(1, 200, result)]).splitlines()
     assert table[0].split()[:4] == ["offered/s", "goodput/s", "of", "cap"]
     assert table[1].split()[:4] == ["100", "100", "50%", "100"]
+    assert table[2] == "capacity (closed loop, requests/s), in the rounds shown: 200"
+
+
+def served(count: int, p99_ms: float) -> OpenLoopResult:
+    figures = {name: StatusFigures(0, 0, 0) for name in STATUS_CLASSES}
+    figures["2xx"] = StatusFigures(count, p99_ms / 2, p99_ms)
+    return OpenLoopResult(rate=3000, seconds=10, statuses=figures, connections=1, late_p99_ms=1)
+
+
+def test_the_median_round_is_by_share_of_its_own_capacity_and_kept_whole() -> None:
+    # Goodput 900/s of 1000 (90%), 800/s of 1000 (80%), 850/s of 900 (94%): 90% is the median.
+    rounds = [
+        OpenLoopPoint(1, 1000, served(9000, 40)),
+        OpenLoopPoint(2, 1000, served(8000, 900)),
+        OpenLoopPoint(3, 900, served(8500, 30)),
+    ]
+
+    median = median_point(rounds)
+
+    assert median.round == 1
+    assert median.result.statuses["2xx"].p99_ms == 40
+    assert median_point(rounds[:2]).round == 2  # of two, the lower
+    assert median_point([OpenLoopPoint(1, None, served(10, 1))]).share is None
 
 
 def test_rates_are_requests_per_second_or_multiples_of_the_capacity() -> None:
