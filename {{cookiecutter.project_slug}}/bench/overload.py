@@ -144,9 +144,10 @@ def measure_open_loop(  # noqa: PLR0913 (the benchmark's options, passed on by n
             )
         for index, rate in enumerate(offered):
             with pinned_service(settings, cores) as base_url:
-                if warmup:
-                    load(base_url + path, connections, warmup)
-                result = run_open_loop(base_url + path, rate.per_second(capacity), seconds)
+                # The warm-up is the same open loop, uncounted: the service warms up and the
+                # client opens its connections before the count starts.
+                url = base_url + path
+                result = run_open_loop(url, rate.per_second(capacity), seconds, warmup=warmup)
             point = OpenLoopPoint(number, capacity, result)
             points[index].append(point)
             progress(f"round {number}/{rounds} {summary(point)}")

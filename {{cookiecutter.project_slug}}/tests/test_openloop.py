@@ -75,6 +75,15 @@ def test_every_request_is_counted_once_by_status_class(scripted_url: str) -> Non
     assert 0 < result.statuses["2xx"].p50_ms <= result.statuses["2xx"].p99_ms
 
 
+def test_warm_up_requests_are_sent_but_not_counted(scripted_url: str) -> None:
+    # One warm-up request takes the first answer (a 200): the 15 counted take answers 1 to 15.
+    result = run_open_loop(scripted_url, rate=60, seconds=0.25, warmup=1 / 60, timeout=2)
+
+    counts = {name: result.statuses[name].count for name in STATUS_CLASSES}
+    assert counts == {"2xx": 7, "503": 3, "other": 3, "unanswered": 2}
+    assert result.offered == 15
+
+
 def test_reports_the_real_service(migrated_database: str) -> None:
     with running_server(DATABASE_URL=migrated_database) as server:
         result = run_open_loop(f"{server.url}/items?limit=20", rate=100, seconds=1)
