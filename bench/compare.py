@@ -163,7 +163,9 @@ def serving(
     else:
         argv = [sys.executable, "-m", arguments.package]  # reads HOST and PORT
     if argv[2] == "uvicorn":
-        argv += ["--host", HOST, "--port", str(port), "--log-level", "warning"]
+        # As the service runs (its __main__): at WARNING no access line is written, so none is
+        # formatted either.
+        argv += ["--host", HOST, "--port", str(port), "--log-level", "warning", "--no-access-log"]
     variables = {**os.environ, **served.environment, **extra, "HOST": HOST, "PORT": str(port)}
     variables["LOG_LEVEL"] = "warning"
     with tempfile.TemporaryFile("w+") as log:
