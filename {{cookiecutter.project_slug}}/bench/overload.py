@@ -157,7 +157,11 @@ def measure_open_loop(  # noqa: PLR0913 (the benchmark's options, passed on by n
 def median_point(points: Sequence[OpenLoopPoint]) -> OpenLoopPoint:
     """The round with the median goodput (as a share of its round's capacity, if measured),
     whole, so that its latencies belong to its goodput."""
-    ordered = sorted(points, key=lambda point: point.share or point.result.goodput)
+
+    def goodput(point: OpenLoopPoint) -> float:
+        return point.result.goodput if point.share is None else point.share
+
+    ordered = sorted(points, key=goodput)
     return ordered[(len(ordered) - 1) // 2]
 
 
