@@ -21,6 +21,7 @@ try:
     from .overload import CSV_NAME as OPEN_LOOP_CSV
     from .overload import (
         measure_open_loop,
+        median_by,
         median_point,
         open_loop_table,
         rates,
@@ -129,8 +130,7 @@ def measure(arguments: argparse.Namespace, load: Load) -> list[list[Measurement]
 
 def median_run(runs: Sequence[Measurement]) -> Measurement:
     """The run with the median throughput, whole, so its latencies belong to its throughput."""
-    ordered = sorted(runs, key=lambda m: m.result.rps)
-    return ordered[(len(ordered) - 1) // 2]
+    return median_by(runs, lambda run: run.result.rps)
 
 
 def open_loop(arguments: argparse.Namespace, load: Load) -> int:

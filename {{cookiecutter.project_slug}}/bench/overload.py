@@ -17,10 +17,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from .load import LoadResult
 from .openloop import STATUS_CLASSES, OpenLoopResult, run_open_loop
 from .server import running_service
+
+T = TypeVar("T")
 
 CSV_NAME = "open-loop.csv"
 
@@ -161,7 +164,12 @@ def median_point(points: Sequence[OpenLoopPoint]) -> OpenLoopPoint:
     def goodput(point: OpenLoopPoint) -> float:
         return point.result.goodput if point.share is None else point.share
 
-    ordered = sorted(points, key=goodput)
+    return median_by(points, goodput)
+
+
+def median_by(items: Sequence[T], key: Callable[[T], float]) -> T:
+    """The item with the median `key` (of an even number, the lower one), whole."""
+    ordered = sorted(items, key=key)
     return ordered[(len(ordered) - 1) // 2]
 
 
