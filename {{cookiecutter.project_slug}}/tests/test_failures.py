@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -337,8 +338,12 @@ async def test_sigterm_drains_the_requests_in_flight_then_exits(
 ) -> None:
     """Requests holding connections (behind a table lock, about a second) all finish with 201;
     readiness answers 503 during the drain; the process exits by itself."""
+    name = f"test-drain-{uuid4().hex[:12]}"
     with running_server(
-        DATABASE_URL=postgres_url, WEB_CONCURRENCY=str(workers), SHUTDOWN_TIMEOUT="20"
+        DATABASE_URL=postgres_url,
+        WEB_CONCURRENCY=str(workers),
+        SHUTDOWN_TIMEOUT="20",
+        DB_APPLICATION_NAME=name,
     ) as server:
         process = server.process
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -348,7 +353,11 @@ async def test_sigterm_drains_the_requests_in_flight_then_exits(
                     asyncio.create_task(client.post("/items", json={"name": f"drained-{n}"}))
                     for n in range(3)
                 ]
-                await asyncio.sleep(0.5)  # all three hold a connection, waiting for the lock
+                # All three hold a connection, waiting for the lock.
+                deadline = time.monotonic() + 15
+                while await app_sessions(admin, name, "active") < 3:
+                    assert time.monotonic() < deadline, "the requests never reached the lock"
+                    await asyncio.sleep(0.05)
                 process.send_signal(signal.SIGTERM)
                 # Several workers hear of it from their supervisor, within half a second.
                 ready = await client.get("/health/ready")

@@ -388,7 +388,9 @@ async def test_a_primary_turned_read_only_answers_503_and_its_connections_are_re
             "SELECT pg_reload_conf()",
         ):
             await asyncio.to_thread(pair.primary.sql, statement)
-        await asyncio.sleep(0.5)  # the server's sessions take the new default
+        # A new session shows that the server has reloaded; it has then signalled the pooled
+        # sessions, which take the new default before their next statement.
+        await until(lambda: pair.primary.sql("SHOW default_transaction_read_only") == "on")
 
         refused = [await client.post("/items", json={"name": "refused"}) for _ in range(3)]
 
