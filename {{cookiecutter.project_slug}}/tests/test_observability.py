@@ -148,6 +148,15 @@ async def test_pool_warning_carries_the_route_and_request_id(
     assert {"time", "logger", "message"} <= set(line)
 
 
+def wait_for_both_workers(url: str) -> None:
+    """The server answers as soon as one worker is up: wait for the second one too."""
+    deadline = time.monotonic() + 30
+    limits = httpx.Limits(max_keepalive_connections=0)  # either worker may accept each one
+    with httpx.Client(base_url=url, timeout=10, limits=limits) as client:
+        while len({client.get("/health/live").json()["pid"] for _ in range(8)}) < 2:
+            assert time.monotonic() < deadline, "the second worker did not start"
+
+
 def test_every_scrape_counts_every_workers_requests(migrated_database: str) -> None:
     """WEB_CONCURRENCY=2: N requests spread over both workers, then K scrapes, each answered by
     whichever worker accepts it, and every one reports all N."""
@@ -160,10 +169,7 @@ def test_every_scrape_counts_every_workers_requests(migrated_database: str) -> N
     with running_server(
         DATABASE_URL=migrated_database, WEB_CONCURRENCY="2", LOG_FORMAT="json"
     ) as server:
-        # The server answers as soon as one worker is up: wait for the second one too.
-        deadline = time.monotonic() + 30
-        while len({fresh_get("/health/live").json()["pid"] for _ in range(8)}) < 2:
-            assert time.monotonic() < deadline, "the second worker did not start"
+        wait_for_both_workers(server.url)
         with ThreadPoolExecutor(max_workers=8) as pool:
             statuses = [r.status_code for r in pool.map(fresh_get, ["/items"] * requests)]
         # A request is counted as its response is sent: wait for the last to be counted.
@@ -210,6 +216,7 @@ async def test_json_logs_of_both_workers_name_the_route_and_request_id_of_a_503(
         DB_MAX_OVERFLOW="0",
         DB_POOL_TIMEOUT="0.5",
     ) as server:
+        await asyncio.to_thread(wait_for_both_workers, server.url)
         async with admin.connect() as locker:
             await locker.execute(text("LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
             # No keep-alive: each request may go to either worker.
