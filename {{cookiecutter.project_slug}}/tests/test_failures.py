@@ -118,7 +118,7 @@ async def test_a_silent_server_gets_bounded_start_up_and_fast_503s(settings: Set
 
 @pytest.mark.parametrize("dependency", ["read", "write"])
 async def test_a_network_gone_silent_mid_statement_is_bounded_by_the_statement_timeout(
-    postgres_url: str, settings: Settings, dependency: str
+    postgres_url: str, settings: Settings, admin: AsyncEngine, dependency: str
 ) -> None:
     """No reset, no answer: the client gives up at DB_STATEMENT_TIMEOUT (+ 0.5 s) and the pool
     replaces the connection."""
@@ -132,7 +132,11 @@ async def test_a_network_gone_silent_mid_statement_is_bounded_by_the_statement_t
         async with serving(behind) as (app, client):
             assert (await client.get("/items")).status_code == 200
             request = asyncio.create_task(timed(client.get(f"/probe/sleep/{dependency}")))
-            await asyncio.sleep(0.3)  # the statement is on its way
+            # The statement has reached the server (else a read would simply run again).
+            deadline = time.monotonic() + 10
+            while not await app_sessions(admin, behind.db_application_name, "active"):
+                assert time.monotonic() < deadline, "the statement never reached the server"
+                await asyncio.sleep(0.02)
             assert proxy.sever() >= 1
             status, seconds = await request
             after = (await client.get("/items")).status_code

@@ -405,9 +405,13 @@ async def test_a_primary_turned_read_only_answers_503_and_its_connections_are_re
             done.set()
             await load
         back = min(t for t, a in answers if a.status_code == 201) - promoted
-        left_on_old_primary = pair.primary.sql(
-            f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}'"
-        )
+        # A rejected candidate is terminated without waiting: its session may linger a moment.
+        still_there = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}'"
+        deadline = time.monotonic() + 5
+        while (left_on_old_primary := pair.primary.sql(still_there)) != "0":
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
 
     print(
         f"\nread-only primary: writes {[a.status_code for a in refused]};"
