@@ -151,7 +151,7 @@ class CommitBeforeResponse:
             await self.app(scope, receive, send_after_commit)
         finally:
             work: UnitOfWork | None = scope[UNIT_OF_WORK]
-            if work is not None:
+            if work is not None and not work.finished:  # usually ended as the response started
                 with anyio.CancelScope(shield=True):
                     await work.finish(commit=False)
 

@@ -99,6 +99,11 @@ class UnitOfWork:
         """Whether the unit of work holds a transaction (it asked for a read-write view)."""
         return self._connection is not None
 
+    @property
+    def finished(self) -> bool:
+        """Whether `finish` has run: the place is given back and nothing is left to end."""
+        return self._finished
+
     async def enter(self, *, reading: bool = False) -> None:
         """Take the place in the queue, once: raises PoolExhaustedError after DB_POOL_TIMEOUT.
 
