@@ -172,7 +172,25 @@ class Server:
 
 @contextmanager
 def running_server(**environment: str) -> Iterator[Server]:
-    """`python -m {{ cookiecutter.package_name }}` as a real process, stopped with Ctrl+C afterwards."""
+    """`python -m {{ cookiecutter.package_name }}` as a real process, stopped with Ctrl+C afterwards.
+
+    The port is free when chosen but not reserved: if another process takes it first, the
+    service exits with "address already in use" and starts again on another port."""
+    for _ in range(3):
+        server = start_server(environment)
+        if server is not None:
+            break
+    else:
+        raise AssertionError("no free port for the service in 3 tries")
+    try:
+        yield server
+    finally:
+        server.process.send_signal(signal.SIGINT)
+        server.output, _ = server.process.communicate(timeout=30)
+
+
+def start_server(environment: dict[str, str]) -> Server | None:
+    """The service, answering on a port of its own; None if the port was taken meanwhile."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "{{ cookiecutter.package_name }}"],
@@ -183,20 +201,35 @@ def running_server(**environment: str) -> Iterator[Server]:
         text=True,
     )
     server = Server(process, port)
+    deadline = time.monotonic() + 30
+    while process.poll() is None:
+        if time.monotonic() > deadline:
+            process.kill()
+            output, _ = process.communicate(timeout=30)
+            raise AssertionError(f"the service did not answer within 30 s:\n{output}")
+        try:
+            answer = httpx.get(f"{server.url}/health/live", timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        if is_ours(answer.json()["pid"], process.pid):
+            return server
+        time.sleep(0.1)  # a stranger's server on the port: this one exits when it cannot bind
+    output, _ = process.communicate(timeout=30)
+    if "address already in use" in output.lower():
+        return None
+    raise AssertionError(f"the service exited with {process.returncode}:\n{output}")
+
+
+def is_ours(pid: int, parent: int) -> bool:
+    """`pid` is the service's process or one of its workers, not another suite's server."""
+    if pid == parent:
+        return True
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{server.url}/health/live", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield server
-    finally:
-        process.send_signal(signal.SIGINT)
-        server.output, _ = process.communicate(timeout=30)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return not Path("/proc/self").exists()  # without /proc the owner cannot be checked
+    return int(stat.rsplit(")", 1)[1].split()[1]) == parent
 
 
 # PgBouncer's server connections for the test database.
