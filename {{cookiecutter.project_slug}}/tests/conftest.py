@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -163,11 +164,28 @@ def service_environment(**overrides: str) -> dict[str, str]:
 
 
 class Server:
+    """A started service and what it prints. Its output is read while it runs: a pipe that no one
+    reads fills after 64 KiB of log lines, and then the service blocks on its next one."""
+
     def __init__(self, process: subprocess.Popen[str], port: int) -> None:
         self.process = process
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.output = ""
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        self._lines.extend(self.process.stdout)
+
+    def finish(self, timeout: float = 30) -> str:
+        """Wait for the process to end; then `output` is everything it printed."""
+        self.process.wait(timeout)
+        self._reader.join(timeout)
+        self.output = "".join(self._lines)
+        return self.output
 
 
 @contextmanager
@@ -186,7 +204,7 @@ def running_server(**environment: str) -> Iterator[Server]:
         yield server
     finally:
         server.process.send_signal(signal.SIGINT)
-        server.output, _ = server.process.communicate(timeout=30)
+        server.finish()
 
 
 def start_server(environment: dict[str, str]) -> Server | None:
@@ -205,8 +223,7 @@ def start_server(environment: dict[str, str]) -> Server | None:
     while process.poll() is None:
         if time.monotonic() > deadline:
             process.kill()
-            output, _ = process.communicate(timeout=30)
-            raise AssertionError(f"the service did not answer within 30 s:\n{output}")
+            raise AssertionError(f"the service did not answer within 30 s:\n{server.finish()}")
         try:
             answer = httpx.get(f"{server.url}/health/live", timeout=1)
         except httpx.TransportError:
@@ -215,7 +232,7 @@ def start_server(environment: dict[str, str]) -> Server | None:
         if is_ours(answer.json()["pid"], process.pid):
             return server
         time.sleep(0.1)  # a stranger's server on the port: this one exits when it cannot bind
-    output, _ = process.communicate(timeout=30)
+    output = server.finish()
     if "address already in use" in output.lower():
         return None
     raise AssertionError(f"the service exited with {process.returncode}:\n{output}")
