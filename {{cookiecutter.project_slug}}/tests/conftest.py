@@ -229,7 +229,7 @@ def start_server(environment: dict[str, str]) -> Server | None:
         except httpx.TransportError:
             time.sleep(0.1)
             continue
-        if is_ours(answer.json()["pid"], process.pid):
+        if is_ours(pid_of(answer), process.pid):
             return server
         time.sleep(0.1)  # a stranger's server on the port: this one exits when it cannot bind
     output = server.finish()
@@ -238,8 +238,18 @@ def start_server(environment: dict[str, str]) -> Server | None:
     raise AssertionError(f"the service exited with {process.returncode}:\n{output}")
 
 
-def is_ours(pid: int, parent: int) -> bool:
+def pid_of(answer: httpx.Response) -> int | None:
+    """The process that answered `/health/live`, if the service did."""
+    try:
+        return int(answer.json()["pid"])
+    except (ValueError, KeyError, TypeError):  # another kind of server on the port
+        return None
+
+
+def is_ours(pid: int | None, parent: int) -> bool:
     """`pid` is the service's process or one of its workers, not another suite's server."""
+    if pid is None:
+        return False
     if pid == parent:
         return True
     try:
